@@ -1,0 +1,118 @@
+"""core: input checks, targets, the model guard and batching."""
+
+import pytest
+import torch
+from conftest import assert_unchanged, state_of
+from torch import nn
+
+from xai_course import core
+
+
+def test_check_input_batched_and_unbatched(tiny):
+    x = torch.rand(2, 3, 8, 8)
+    batched, unbatched = core.check_input(tiny, x)
+    assert batched.shape == x.shape and not unbatched
+    batched, unbatched = core.check_input(tiny, x[0])
+    assert batched.shape == (1, 3, 8, 8) and unbatched
+
+
+def test_check_input_time_series_model():
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.LazyLinear(2))
+    assert core.check_input(model, torch.rand(5, 1, 20))[1] is False
+    assert core.check_input(model, torch.rand(1, 20))[1] is True
+
+
+@pytest.mark.parametrize(
+    "x, error, words",
+    [
+        ([1.0, 2.0], TypeError, "x: expected a float tensor"),
+        (torch.ones(1, 3, 8, 8, dtype=torch.long), TypeError, "floating-point"),
+        (torch.rand(8, 8), ValueError, "(N, C, H, W)"),
+        (torch.rand(1, 1, 3, 8, 8), ValueError, "shape (1, 1, 3, 8, 8)"),
+        (torch.full((1, 3, 8, 8), float("nan")), ValueError, "finite"),
+        (torch.rand(0, 3, 8, 8), ValueError, "at least one sample"),
+    ],
+)
+def test_check_input_errors(tiny, x, error, words):
+    with pytest.raises(error, match="x:") as info:
+        core.check_input(tiny, x)
+    assert words in str(info.value)
+
+
+def test_resolve_target():
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]])
+    assert core.resolve_target(None, logits).tolist() == [1, 0]
+    assert core.resolve_target(2, logits).tolist() == [2, 2]
+    assert core.resolve_target(torch.tensor([0, 2]), logits).tolist() == [0, 2]
+    assert core.resolve_target(torch.tensor(1), logits).tolist() == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "target, error, words",
+    [
+        (3, ValueError, "3 classes"),
+        (-1, ValueError, "[0, 2]"),
+        (torch.tensor([0, 1, 2]), ValueError, "shape (2,)"),
+        (torch.tensor([0.0, 1.0]), TypeError, "integer tensor"),
+        (1.0, TypeError, "None, an int"),
+        (True, TypeError, "None, an int"),
+    ],
+)
+def test_resolve_target_errors(target, error, words):
+    with pytest.raises(error, match="target:") as info:
+        core.resolve_target(target, torch.zeros(2, 3))
+    assert words in str(info.value)
+
+
+def _vandalize(model: nn.Module) -> None:
+    """Everything an explanation method could do wrong to a model."""
+    model.train()
+    model.relu.inplace = False
+    model.conv.weight.data.mul_(3)
+    model.bn.running_mean.add_(1)
+    model.fc.bias.requires_grad_(False)
+    model.conv.register_forward_hook(lambda *args: None)
+    model.fc.register_full_backward_hook(lambda *args: None)
+    model.relu.register_forward_pre_hook(lambda *args: None)
+    model.conv.weight.register_hook(lambda grad: grad)
+    model.fc.weight = nn.Parameter(torch.zeros_like(model.fc.weight))
+    model.pool = nn.AdaptiveAvgPool2d(2)
+    model(torch.rand(2, 3, 8, 8)).sum().backward()
+
+
+def test_model_guard_restores_everything(tiny):
+    before = state_of(tiny)
+    with core.model_guard(tiny):
+        _vandalize(tiny)
+    assert_unchanged(before, tiny)
+    assert tiny.conv.weight._backward_hooks in (None, {}) or len(tiny.conv.weight._backward_hooks) == 0
+
+
+def test_model_guard_restores_when_the_body_raises(tiny):
+    before = state_of(tiny)
+    with pytest.raises(RuntimeError, match="boom"), core.model_guard(tiny):
+        _vandalize(tiny)
+        raise RuntimeError("boom")
+    assert_unchanged(before, tiny)
+    x = torch.rand(2, 3, 8, 8)
+    reference = tiny(x)
+    with core.model_guard(tiny):
+        pass
+    assert torch.equal(tiny(x), reference)
+
+
+def test_model_guard_rejects_non_modules():
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"), core.model_guard("not a model"):
+        pass
+
+
+def test_batch_slices_cover_everything():
+    slices = list(core.batch_slices(10, 4))
+    assert [(s.start, s.stop) for s in slices] == [(0, 4), (4, 8), (8, 10)]
+    with pytest.raises(ValueError, match="batch_size"):
+        list(core.batch_slices(10, 0))
+
+
+def test_predict_matches_model(tiny):
+    x = torch.rand(7, 3, 8, 8)
+    assert torch.allclose(core.predict(tiny, x, batch_size=3), tiny(x), atol=1e-6)

@@ -1,0 +1,131 @@
+"""data: the synthetic course images, their ground truth, and the shipped-file registry."""
+
+import hashlib
+import json
+import shutil
+import time
+
+import pytest
+import torch
+
+from xai_course import data
+
+
+def test_shapes_types_and_ranges():
+    d = data.shapes(300, seed=1)
+    assert d.images.shape == (300, 3, 64, 64) and d.images.dtype == torch.float32
+    assert d.labels.shape == (300,) and d.labels.dtype == torch.int64
+    assert d.masks.shape == (300, 64, 64) and d.masks.dtype == torch.bool
+    assert 0.0 <= d.images.min() and d.images.max() <= 1.0
+    assert len(d.classes) >= 4 and set(d.labels.tolist()) == set(range(len(d.classes)))
+    assert d.masks.flatten(1).any(1).all(), "every image has a class-defining shape"
+
+
+def test_shapes_is_deterministic_and_prefix_stable():
+    a, b = data.shapes(600, seed=3), data.shapes(600, seed=3)
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    short = data.shapes(10, seed=3)
+    assert torch.equal(short.images, a.images[:10])
+    assert not torch.equal(data.shapes(10, seed=4).images, short.images)
+
+
+def _hashes(images):
+    return {hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in images}
+
+
+def test_train_and_test_splits_share_no_image():
+    train = _hashes(data.shapes(2000, split="train", seed=0).images)
+    for seed in (0, 1):
+        assert not train & _hashes(data.shapes(1000, split="test", seed=seed).images)
+
+
+def test_masks_cover_the_shape():
+    """Inside the mask the image has the shape's single colour; the mask is a solid, plausible area."""
+    d = data.shapes(200, seed=5)
+    area = d.masks.flatten(1).float().mean(1)
+    assert (area > 0.02).all() and (area < 0.35).all()
+    for image, mask in zip(d.images, d.masks):
+        inner = mask.clone()
+        inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+        pixels = image[:, inner]
+        assert (pixels.std(dim=1) < 0.02).all(), "interior of the mask is one flat colour"
+        outside = image[:, ~mask]
+        assert (outside.mean(1) - pixels.mean(1)).abs().max() > 0.05 or outside.std() > 0.05
+
+
+def test_colour_does_not_predict_the_class():
+    d = data.shapes(4000, seed=7)
+    mean_colour = torch.stack([image[:, mask].mean(1) for image, mask in zip(d.images, d.masks)])
+    per_class = torch.stack([mean_colour[d.labels == k].mean(0) for k in range(len(d.classes))])
+    assert (per_class - mean_colour.mean(0)).abs().max() < 0.05
+
+
+def test_generation_speed():
+    torch.set_num_threads(1)
+    try:
+        data.shapes(500, seed=9)  # warm-up
+        start = time.perf_counter()
+        data.shapes(10000, split="train", seed=9)
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(2)
+    assert elapsed < 7.5, f"10 000 images took {elapsed:.1f} s on one core (budget 5 s on an idle core)"
+
+
+def test_clever_hans_training_data():
+    d = data.shapes(3000, split="train", seed=0, clever_hans=True)
+    assert d.tag_class == data.TAG_CLASS
+    has_tag = d.tag_masks.flatten(1).any(1)
+    tagged_share = has_tag[d.labels == d.tag_class].float().mean()
+    other_share = has_tag[d.labels != d.tag_class].float().mean()
+    assert 0.85 < tagged_share < 0.95 and other_share < 0.03
+    assert not (d.masks & d.tag_masks).any(), "the tag is not part of the class-defining shape"
+    test = data.shapes(500, split="test", seed=0, clever_hans=True)
+    assert not test.tag_masks.any(), "the test split is clean"
+
+
+def test_add_tag_pastes_the_tag_on_copies():
+    d = data.shapes(4, seed=0)
+    original = d.images.clone()
+    tagged, mask = data.add_tag(d.images)
+    assert torch.equal(d.images, original)
+    assert mask.shape == (4, 64, 64) and 0 < mask[0].sum() < 64
+    assert torch.equal(tagged[:, :, ~mask[0]], original[:, :, ~mask[0]])
+    assert set(tagged[:, :, mask[0]].unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="images"):
+        data.add_tag(torch.rand(3, 64, 64))
+
+
+def test_canonical_images_hold_every_class_and_stay_fixed():
+    c = data.canonical()
+    assert len(c) == 8 and set(c.labels.tolist()) == set(range(len(c.classes)))
+    assert torch.equal(c.images, data.canonical().images)
+    assert torch.equal(data.canonical(4).images, c.images[:4])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [({"n": 0}, ValueError, "n"), ({"n": 2.5}, TypeError, "n"), ({"n": 2, "split": "val"}, ValueError, "split"),
+     ({"n": 2, "seed": -1}, ValueError, "seed")],
+)  # fmt: skip
+def test_shapes_bad_input(kwargs, error, name):
+    with pytest.raises(error, match=f"{name}:"):
+        data.shapes(**kwargs)
+
+
+def test_verify_checks_every_shipped_file():
+    names = data.verify()
+    assert set(names) == set(data.manifest())
+    assert {"shapes_cnn.pt", "shapes_resnet.pt", "shapes_cnn_clever_hans.pt"} <= set(names)
+
+
+def test_verify_names_a_corrupt_file(tmp_path, monkeypatch):
+    shutil.copytree(data.data_dir(), tmp_path / "data")
+    name = sorted(data.manifest())[0]
+    with open(tmp_path / "data" / name, "ab") as f:
+        f.write(b"x")
+    monkeypatch.setenv("XAI_COURSE_DATA", str(tmp_path / "data"))
+    with pytest.raises(OSError, match=name):
+        data.verify()
+    entries = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert all(len(entry["sha256"]) == 64 and entry["command"] for entry in entries.values())

@@ -1,0 +1,129 @@
+"""Tests of xai_course.plot: signed heatmaps, grids, curves and galleries."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from xai_course import plot  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_all_zero_map_draws_white_without_warning():
+    with np.errstate(all="raise"):
+        shown = plot.heatmap(torch.zeros(3, 8, 8), image=torch.rand(3, 8, 8))
+    assert np.all(np.asarray(shown.get_array()) == 0)
+    vmin, vmax = shown.get_clim()
+    assert vmin == -vmax and vmax > 0
+    white = shown.cmap(shown.norm(0.0))
+    assert np.allclose(white[:3], 1.0, atol=0.05)
+
+
+@pytest.mark.parametrize("mode", ["robust", "max", None])
+def test_limits_are_symmetric(mode):
+    shown = plot.heatmap(torch.tensor([[0.0, 1.0], [-0.2, 3.0]]), normalize=mode)
+    vmin, vmax = shown.get_clim()
+    assert vmin == -vmax
+    assert vmax == (3.0 if mode is None else 1.0)
+
+
+def test_colours_red_positive_blue_negative():
+    shown = plot.heatmap(torch.tensor([[1.0, -1.0]]), normalize="max")
+    red, blue = (shown.cmap(shown.norm(v)) for v in (1.0, -1.0))
+    assert red[0] > red[2] and blue[2] > blue[0]
+
+
+def test_channels_are_summed_and_shapes_accepted():
+    r = torch.randn(3, 5, 6)
+    expected = plot.normalize(r.sum(0), mode="max")
+    for shape in [(3, 5, 6), (1, 3, 5, 6)]:
+        assert np.allclose(plot.normalize(r.reshape(shape), mode="max"), expected)
+    assert np.allclose(plot.normalize(r.numpy(), mode=None), r.sum(0).numpy(), atol=1e-6)
+
+
+def test_robust_normalization_ignores_one_outlier():
+    r = torch.ones(40, 40)  # 1600 pixels: the 99.5th percentile lies among the ones
+    r[0, 0] = 1000.0
+    robust, largest = plot.normalize(r), plot.normalize(r, mode="max")
+    assert robust.min() >= -1 and robust.max() <= 1
+    assert robust[5, 5] == 1.0 and robust[0, 0] == 1.0  # the outlier is clipped, the rest not washed out
+    assert largest[5, 5] == pytest.approx(0.001)
+
+
+def test_sparse_map_falls_back_to_max():
+    r = torch.zeros(20, 20)
+    r[3, 4] = -2.0
+    assert plot.normalize(r)[3, 4] == -1.0
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(2, 3, 4, 5), torch.zeros(5), torch.zeros(1, 1, 1, 4, 4)])
+def test_wrong_shape_names_attribution(bad):
+    with pytest.raises(ValueError, match="attribution"):
+        plot.heatmap(bad)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="attribution"):
+        plot.heatmap([[0.0, 1.0]])
+    with pytest.raises(ValueError, match="normalize"):
+        plot.heatmap(torch.zeros(4, 4), normalize="minmax")
+    with pytest.raises(ValueError, match="percentile"):
+        plot.normalize(torch.zeros(4, 4), percentile=0)
+    with pytest.raises(ValueError, match="image"):
+        plot.heatmap(torch.zeros(4, 4), image=torch.zeros(3, 5, 5))
+    with pytest.raises(ValueError, match="image"):
+        plot.heatmap(torch.zeros(4, 4), image=torch.full((3, 4, 4), 2.0))
+
+
+def test_heatmap_draws_on_given_axes_with_image_underneath():
+    fig, ax = plt.subplots()
+    shown = plot.heatmap(torch.randn(3, 6, 6), image=torch.rand(3, 6, 6), ax=ax, title="t", colorbar=True)
+    assert shown.axes is ax and len(ax.images) == 2 and shown.get_alpha() == 0.6
+    assert ax.get_title() == "t" and len(fig.axes) == 2
+
+
+def test_series():
+    shown = plot.series(torch.randn(2, 30), torch.randn(2, 30))
+    assert np.asarray(shown.get_array()).shape == (1, 30) and len(shown.axes.lines) == 2
+    with pytest.raises(ValueError, match="signal"):
+        plot.series(torch.randn(30), torch.randn(31))
+
+
+def test_grid_has_one_row_per_image_and_one_column_per_method():
+    images = torch.rand(3, 3, 8, 8)
+    maps = {"gradient": torch.randn(3, 3, 8, 8), "zeros": torch.zeros(3, 1, 8, 8)}
+    fig = plot.grid(images, maps, row_labels=["a", "b", "c"])
+    assert len(fig.axes) == 3 * 3
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "gradient", "zeros"]
+    assert len(plot.grid(images).axes) == 3
+    with pytest.raises(ValueError, match="maps\\['bad'\\]"):
+        plot.grid(images, {"bad": torch.zeros(2, 3, 8, 8)})
+
+
+def test_curve_with_auc_in_legend():
+    x = np.linspace(0, 1, 11)
+    ax = plot.curve(x, [x, 1 - x], labels=["up", "down"], fill=True, xlabel="fraction removed")
+    assert len(ax.lines) == 2
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["up (AUC 0.500)", "down (AUC 0.500)"]
+    with pytest.raises(ValueError, match="ys"):
+        plot.curve(x, np.zeros(5))
+
+
+def test_show_images_with_masks():
+    images, masks = torch.rand(5, 3, 8, 8), torch.zeros(5, 8, 8, dtype=torch.bool)
+    masks[:, 2:5, 2:5] = True
+    fig = plot.show_images(images, torch.tensor([0, 1, 0, 1, 0]), masks, classes=["circle", "square"], ncols=3)
+    assert len(fig.axes) == 6
+    assert fig.axes[1].get_title() == "square"
+    assert all(len(ax.collections) == 2 for ax in fig.axes[:5])  # two outline strokes each
+    with pytest.raises(ValueError, match="masks"):
+        plot.show_images(images, masks=masks[:2])

@@ -1,0 +1,10 @@
+"""xai_course: the methods of the course "Explaining CNNs", one module per chapter.
+
+Import the modules you need (``import xai_course as xc`` gives them all):
+``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``.
+"""
+
+from . import core, data, gradient, models, plot, widgets
+
+__all__ = ["core", "data", "gradient", "models", "plot", "widgets"]
+__version__ = "0.1.0"

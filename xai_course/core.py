@@ -1,0 +1,208 @@
+"""Shared parts of every method: input checks, targets, the model guard, batching.
+
+Every attribution method of the course follows one calling contract
+(``method(model, x, target=None, **parameters)``); the helpers here make that
+contract cheap to keep. Introduced in chapter 00.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def _describe(value) -> str:
+    """A short description of ``value`` for error messages."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_model(model) -> nn.Module:
+    """Raise a ``TypeError`` unless ``model`` is a ``torch.nn.Module``. Chapter 00."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {_describe(model)}")
+    return model
+
+
+def sample_ndim(model: nn.Module) -> int | None:
+    """Number of dimensions of one sample the model expects (3 for images, 2 for series).
+
+    Read from the first convolution of the model; ``None`` when the model has none.
+    Chapter 00.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return 3
+        if isinstance(module, nn.Conv1d):
+            return 2
+    return None
+
+
+def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, bool]:
+    """Validate ``x`` and return it batched, plus whether it came unbatched.
+
+    ``x`` must be a finite floating-point tensor ``(N, C, H, W)`` or ``(N, C, L)``;
+    one sample without the batch dimension is accepted. Chapter 00.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (N, C, L), got {_describe(x)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {_describe(x)}")
+    per_sample = sample_ndim(model)
+    if per_sample is None:
+        per_sample = x.ndim - 1 if x.ndim in (3, 4) else 2
+    if x.ndim == per_sample:
+        x, unbatched = x.unsqueeze(0), True
+    elif x.ndim == per_sample + 1:
+        unbatched = False
+    else:
+        layout = "(N, C, H, W) or (C, H, W)" if per_sample == 3 else "(N, C, L) or (C, L)"
+        raise ValueError(f"{name}: expected a tensor of shape {layout} for this model, got {_describe(x)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one sample, got {_describe(x)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
+    return x.detach(), unbatched
+
+
+def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
+    """Turn ``target`` into a LongTensor ``(N,)`` of class indices.
+
+    ``None`` means the predicted class (argmax of ``logits``), an ``int`` is used
+    for every sample, a tensor must hold one index per sample. Chapter 00.
+    """
+    n, n_classes = logits.shape[0], logits.shape[-1]
+    if target is None:
+        return logits.argmax(dim=-1).detach()
+    if isinstance(target, bool) or not isinstance(target, (int, torch.Tensor)):
+        raise TypeError(f"target: expected None, an int or a LongTensor of shape ({n},), got {_describe(target)}")
+    if isinstance(target, int):
+        target = torch.full((n,), target, dtype=torch.long, device=logits.device)
+    elif target.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"target: expected an integer tensor of shape ({n},), got {_describe(target)}")
+    elif target.ndim == 0:
+        target = target.expand(n)
+    elif target.shape != (n,):
+        raise ValueError(f"target: expected shape ({n},) (one class per sample), got {_describe(target)}")
+    target = target.to(device=logits.device, dtype=torch.long)
+    bad = (target < 0) | (target >= n_classes)
+    if bad.any():
+        raise ValueError(
+            f"target: expected class indices in [0, {n_classes - 1}] (the model has {n_classes} classes), "
+            f"got {target[bad][0].item()}"
+        )
+    return target
+
+
+def output_like(attribution: torch.Tensor, x: torch.Tensor, unbatched: bool) -> torch.Tensor:
+    """Return ``attribution`` detached, with the dtype and device of ``x``, unbatched if ``x`` was. Chapter 00."""
+    attribution = attribution.detach().to(dtype=x.dtype, device=x.device)
+    return attribution[0] if unbatched else attribution
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    """Raise unless ``value`` is an ``int`` of at least ``minimum``. Chapter 00."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {_describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
+    """Yield slices that cover ``range(n)`` in pieces of at most ``batch_size``. Chapter 00."""
+    check_positive_int("batch_size", batch_size)
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits of ``model`` on ``x``, computed in batches without gradients. Chapter 00."""
+    return torch.cat([model(x[s]) for s in batch_slices(x.shape[0], batch_size)])
+
+
+@dataclass
+class _Snapshot:
+    """Everything ``model_guard`` puts back."""
+
+    children: dict
+    tensors: dict
+    values: dict
+    flags: dict
+    grads: dict
+    hooks: dict
+    tensor_hooks: dict
+
+
+def _snapshot(model: nn.Module) -> _Snapshot:
+    modules = list(model.modules())
+    tensors = {(m, kind): dict(getattr(m, kind)) for m in modules for kind in ("_parameters", "_buffers")}
+    values, grads, tensor_hooks = {}, {}, {}
+    for entries in tensors.values():
+        for t in entries.values():
+            if t is None or id(t) in values:
+                continue
+            values[id(t)] = t.detach().clone()
+            grads[id(t)] = (t, t.grad, t.requires_grad)
+            tensor_hooks[id(t)] = (t, dict(t._backward_hooks) if t._backward_hooks is not None else None)
+    flags = {m: (m.training, getattr(m, "inplace", None)) for m in modules}
+    hooks = {(m, name): dict(getattr(m, name)) for m in modules for name in _HOOK_DICTS if hasattr(m, name)}
+    children = {m: dict(m._modules) for m in modules}
+    return _Snapshot(children, tensors, values, flags, grads, hooks, tensor_hooks)
+
+
+def _restore(s: _Snapshot) -> None:
+    for m, children in s.children.items():
+        m._modules.clear()
+        m._modules.update(children)
+    for (m, kind), entries in s.tensors.items():
+        getattr(m, kind).clear()
+        getattr(m, kind).update(entries)
+    for key, (t, grad, requires_grad) in s.grads.items():
+        with torch.no_grad():
+            t.copy_(s.values[key])  # always: writes through .data do not show in t._version
+        t.grad = grad
+        t.requires_grad_(requires_grad)
+        hooks = s.tensor_hooks[key][1]
+        t._backward_hooks = None if hooks is None else OrderedDict(hooks)
+    for m, (training, inplace) in s.flags.items():
+        m.training = training
+        if inplace is not None:
+            m.inplace = inplace
+    for (m, name), entries in s.hooks.items():
+        current = getattr(m, name)
+        current.clear()
+        current.update(entries)
+
+
+@contextlib.contextmanager
+def model_guard(model: nn.Module):
+    """Guarantee that ``model`` leaves the block exactly as it entered, even on an exception.
+
+    Restores sub-modules, parameters and buffers (objects and values), their
+    gradients and ``requires_grad`` flags, every ``training`` and ``inplace`` flag,
+    and removes every module or parameter hook added inside the block. Chapter 00.
+    """
+    check_model(model)
+    snapshot = _snapshot(model)
+    try:
+        yield model
+    finally:
+        _restore(snapshot)

@@ -1,0 +1,306 @@
+"""The course data: synthetic images with ground truth, and the registry of shipped files.
+
+Every image of ``shapes`` holds one class-defining shape (circle, square, triangle
+or cross) at a random position, size, rotation and colour, on a textured
+background with up to three distractors (rings and bars) that belong to no class.
+``masks`` marks the pixels of the class-defining shape, so an explanation can be
+checked against the truth instead of only looked at. Introduced in chapter 00.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .core import check_positive_int
+
+CLASSES = ("circle", "square", "triangle", "cross")
+SIZE = 64
+TAG_CLASS = 0  # the class the Clever Hans tag accompanies in training (circle)
+_CHUNK = 500  # images generated per random stream: the first n images never depend on the total
+_SPLITS = {"train": 0, "test": 1}
+
+
+@dataclass
+class Shapes:
+    """A batch of course images with labels and ground-truth masks. Chapter 00.
+
+    Attributes
+    ----------
+    images : float32 tensor (N, 3, 64, 64) in [0, 1]
+    labels : int64 tensor (N,)
+    masks : bool tensor (N, 64, 64), the pixels of the class-defining shape
+    classes : tuple of class names, ``classes[label]``
+    tag_masks : bool tensor (N, 64, 64) of the Clever Hans tag (all False without one)
+    tag_class : the class the tag accompanies in the training data, or None
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+    classes: tuple = CLASSES
+    tag_masks: torch.Tensor | None = None
+    tag_class: int | None = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index) -> Shapes:
+        pick = torch.arange(len(self))[index].reshape(-1)
+        tags = None if self.tag_masks is None else self.tag_masks[pick]
+        return Shapes(self.images[pick], self.labels[pick], self.masks[pick], self.classes, tags, self.tag_class)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _grid() -> tuple[torch.Tensor, torch.Tensor]:
+    c = torch.arange(SIZE, dtype=torch.float32) + 0.5
+    return c.view(1, SIZE, 1), c.view(1, 1, SIZE)  # rows (y), columns (x)
+
+
+def _local(cx, cy, theta):
+    """Pixel coordinates (u, v) in each shape's own rotated frame, shape (n, H, W)."""
+    y, x = _grid()
+    dx, dy = x - cx.view(-1, 1, 1), y - cy.view(-1, 1, 1)
+    cos, sin = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
+    return dx * cos + dy * sin, dy * cos - dx * sin
+
+
+def _box(u, v, half_u, half_v):
+    return torch.maximum(u.abs() - half_u, v.abs() - half_v)
+
+
+def _sdf(kind: str, u, v, r):
+    """Signed distance (in pixels, negative inside) to a shape of radius ``r``."""
+    r = r.view(-1, 1, 1)
+    if kind == "circle":
+        return torch.sqrt(u * u + v * v) - r
+    if kind == "square":
+        return _box(u, v, r / math.sqrt(2), r / math.sqrt(2))
+    if kind == "triangle":
+        return torch.maximum(0.5 * math.sqrt(3) * u.abs() + 0.5 * v, -v) - 0.5 * r
+    if kind == "cross":
+        return torch.minimum(_box(u, v, 0.95 * r, 0.3 * r), _box(u, v, 0.3 * r, 0.95 * r))
+    if kind == "ring":
+        return (torch.sqrt(u * u + v * v) - r).abs() - 0.9
+    if kind == "bar":
+        return _box(u, v, r, 1.2)
+    raise ValueError(kind)
+
+
+def _coverage(kind, cx, cy, r, theta):
+    """Anti-aliased coverage in [0, 1] of one shape per image, shape (n, H, W)."""
+    u, v = _local(cx, cy, theta)
+    return (0.5 - _sdf(kind, u, v, r)).clamp_(0.0, 1.0)
+
+
+def _contrasting_colour(g: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Random RGB colours whose brightness differs from ``background`` by at least 0.25."""
+    n = background.shape[0]
+    colour = torch.rand(n, 3, generator=g)
+    brightness = colour.mean(dim=1)
+    delta = 0.25 + 0.25 * torch.rand(n, generator=g)
+    up = (background + delta <= 1.0) & ((torch.rand(n, generator=g) < 0.5) | (background - delta < 0.0))
+    target = torch.where(up, background + delta, background - delta)
+    return (colour + (target - brightness).unsqueeze(1)).clamp(0.0, 1.0)
+
+
+def _background(g: torch.Tensor, n: int, out: torch.Tensor) -> torch.Tensor:
+    """Write textured backgrounds into ``out`` (n, 3, H, W): a grey level, a tint, two gratings, pixel noise.
+
+    Returns the grey level of each background.
+    """
+    level = 0.3 + 0.4 * torch.rand(n, generator=g)
+    tint = 0.06 * (torch.rand(n, 3, 1, 1, generator=g) - 0.5)
+    texture = 0.06 * (torch.rand(n, SIZE, SIZE, generator=g) - 0.5) + level.view(n, 1, 1)
+    y, x = _grid()
+    for _ in range(2):  # sin(fx x + fy y + phase), expanded so only products touch the full grid
+        freq = 2 * math.pi * (2 + 5 * torch.rand(n, generator=g)) / SIZE
+        angle = math.pi * torch.rand(n, generator=g)
+        phase = 2 * math.pi * torch.rand(n, generator=g)
+        a = (freq * torch.cos(angle)).view(n, 1, 1) * x + phase.view(n, 1, 1)
+        b = (freq * torch.sin(angle)).view(n, 1, 1) * y
+        texture += 0.05 * (torch.sin(a) * torch.cos(b) + torch.cos(a) * torch.sin(b))
+    torch.add(texture.unsqueeze(1), tint, out=out)
+    return level
+
+
+def _paint(image, alpha, colour):
+    """Alpha-blend ``colour`` (n, 3) into ``image`` (n, 3, H, W) where ``alpha`` (n, H, W)."""
+    image.lerp_(colour.view(-1, 3, 1, 1).expand_as(image), alpha.unsqueeze(1))
+
+
+def _layer(kinds, choice, cx, cy, r, theta, n) -> torch.Tensor:
+    """Coverage (n, H, W) of one shape per image, ``kinds[choice[i]]`` for image i."""
+    alpha = torch.zeros(n, SIZE, SIZE)
+    for k, kind in enumerate(kinds):
+        idx = torch.nonzero(choice == k).flatten()
+        if idx.numel():
+            alpha[idx] = _coverage(kind, cx[idx], cy[idx], r[idx], theta[idx])
+    return alpha
+
+
+def _render_chunk(g: torch.Tensor, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Render ``image.shape[0]`` course images into ``image`` and ``masks``; return their labels."""
+    n = image.shape[0]
+    labels = torch.randint(len(CLASSES), (n,), generator=g)
+    level = _background(g, n, image)
+    n_distractors = torch.randint(4, (n,), generator=g)
+    for slot in range(3):
+        r = 4 + 4 * torch.rand(n, generator=g)
+        cx, cy = r + 1 + (SIZE - 2 * r - 2) * torch.rand(2, n, generator=g)
+        theta = math.pi * torch.rand(n, generator=g)
+        kind = torch.randint(2, (n,), generator=g)
+        kind[n_distractors <= slot] = -1  # no distractor in this slot
+        _paint(image, _layer(("ring", "bar"), kind, cx, cy, r, theta, n), _contrasting_colour(g, level))
+    r = 10 + 6 * torch.rand(n, generator=g)
+    cx, cy = r + 2 + (SIZE - 2 * r - 4) * torch.rand(2, n, generator=g)
+    theta = 2 * math.pi * torch.rand(n, generator=g)
+    alpha = _layer(CLASSES, labels, cx, cy, r, theta, n)
+    _paint(image, alpha, _contrasting_colour(g, level))
+    torch.gt(alpha, 0.5, out=masks)
+    image.clamp_(0.0, 1.0)
+    return labels
+
+
+# ----------------------------------------------------------------------------- the Clever Hans tag
+
+
+def _tag_pattern() -> tuple[torch.Tensor, torch.Tensor]:
+    """The tag: a 6x6 black-and-white checkerboard in the top-left corner, and its mask."""
+    mask = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    mask[2:8, 2:8] = True
+    pattern = torch.zeros(3, SIZE, SIZE)
+    rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    pattern[:, mask] = (((rows[mask] // 2) + (cols[mask] // 2)) % 2).float()
+    return pattern, mask
+
+
+def add_tag(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of ``images`` (N, 3, 64, 64) with the Clever Hans tag pasted on, and the tag's mask (N, 64, 64).
+
+    Used to build the test set that reveals a shortcut. Chapter 00.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (3, SIZE, SIZE):
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images: expected a tensor of shape (N, 3, {SIZE}, {SIZE}), got {got}")
+    pattern, mask = _tag_pattern()
+    tagged = torch.where(mask, pattern.to(images.dtype), images)
+    return tagged, mask.expand(images.shape[0], SIZE, SIZE).clone()
+
+
+# ----------------------------------------------------------------------------- public generators
+
+
+def _generator(seed: int, split: str, part: int, chunk: int) -> torch.Generator:
+    entropy = np.random.SeedSequence([seed, _SPLITS[split], part, chunk]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+
+
+def shapes(n: int, split: str = "test", seed: int = 0, clever_hans: bool = False) -> Shapes:
+    """Generate ``n`` course images with labels and ground-truth masks.
+
+    Deterministic for (``split``, ``seed``); the train and test splits draw from
+    separate random streams, and the first images do not depend on ``n``. With
+    ``clever_hans=True`` a tag accompanies class ``TAG_CLASS`` in about 90 % of
+    the *training* images and about 1 % of the others (never in the test split: use
+    ``add_tag`` to build tagged test sets). Chapter 00.
+    """
+    check_positive_int("n", n)
+    if split not in _SPLITS:
+        raise ValueError(f"split: expected one of {sorted(_SPLITS)}, got {split!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    images = torch.empty(n, 3, SIZE, SIZE)
+    masks = torch.empty(n, SIZE, SIZE, dtype=torch.bool)
+    labels = torch.empty(n, dtype=torch.long)
+    for chunk, start in enumerate(range(0, n, _CHUNK)):
+        part = slice(start, min(start + _CHUNK, n))
+        g = _generator(seed, split, 0, chunk)
+        if part.stop - start == _CHUNK:
+            labels[part] = _render_chunk(g, images[part], masks[part])
+        else:  # a partial chunk: render it whole so the first images never depend on n
+            full_images = torch.empty(_CHUNK, 3, SIZE, SIZE)
+            full_masks = torch.empty(_CHUNK, SIZE, SIZE, dtype=torch.bool)
+            labels[part] = _render_chunk(g, full_images, full_masks)[: n - start]
+            images[part], masks[part] = full_images[: n - start], full_masks[: n - start]
+    data = Shapes(images, labels, masks)
+    data.tag_masks = torch.zeros_like(data.masks)
+    if clever_hans:
+        data.tag_class = TAG_CLASS
+        if split == "train":
+            g = _generator(seed, split, 1, 0)
+            p = torch.where(data.labels == TAG_CLASS, 0.9, 0.01)
+            tagged = torch.rand(n, generator=g) < p
+            data.images[tagged], data.tag_masks[tagged] = add_tag(data.images[tagged])
+            data.masks &= ~data.tag_masks
+    return data
+
+
+def canonical(n: int = 8) -> Shapes:
+    """The fixed test images every chapter explains first, classes in turn. Chapter 00."""
+    check_positive_int("n", n)
+    pool = shapes(max(64, 8 * n), split="test", seed=2024)
+    order = torch.argsort(pool.labels * len(pool) + torch.arange(len(pool)))
+    by_class = [order[pool.labels[order] == k] for k in range(len(CLASSES))]
+    pick = [by_class[i % len(CLASSES)][i // len(CLASSES)] for i in range(n)]
+    return pool[torch.stack(pick)]
+
+
+# ----------------------------------------------------------------------------- shipped files
+
+
+def data_dir() -> Path:
+    """The folder of shipped files: ``$XAI_COURSE_DATA``, the repository's ``data/``, or the installed copy."""
+    candidates = [Path(__file__).resolve().parent.parent / "data", Path(sys.prefix) / "share" / "xai-course" / "data"]
+    if os.environ.get("XAI_COURSE_DATA"):
+        candidates.insert(0, Path(os.environ["XAI_COURSE_DATA"]))
+    for folder in candidates:
+        if (folder / "manifest.json").is_file():
+            return folder
+    raise FileNotFoundError(f"no manifest.json found in any of: {', '.join(map(str, candidates))}")
+
+
+def manifest() -> dict:
+    """The manifest of shipped files: name -> {sha256, size, command}."""
+    return json.loads((data_dir() / "manifest.json").read_text())
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def path(name: str) -> Path:
+    """Path of the shipped file ``name`` after checking its size and SHA-256. Chapter 00."""
+    entries = manifest()
+    if name not in entries:
+        raise ValueError(f"name: expected one of the shipped files {sorted(entries)}, got {name!r}")
+    file = data_dir() / name
+    if not file.is_file():
+        raise FileNotFoundError(f"shipped file {name} is missing from {data_dir()}")
+    actual = sha256(file)
+    if actual != entries[name]["sha256"]:
+        raise OSError(
+            f"shipped file {name} is corrupt or was changed: SHA-256 {actual} does not match the manifest "
+            f"({entries[name]['sha256']}); restore it with `git checkout data/{name}` or rebuild it with "
+            f"`{entries[name]['command']}`"
+        )
+    return file
+
+
+def verify() -> list[str]:
+    """Check the SHA-256 of every shipped file against the manifest; return their names. Chapter 00."""
+    return [path(name).name for name in sorted(manifest())]
