@@ -4,7 +4,7 @@ Import the modules you need (``import xai_course as xc`` gives them all):
 ``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``.
 """
 
-from . import core, data, gradient, models, plot, widgets
+from . import core, data, evaluate, gradient, models, plot, widgets
 
-__all__ = ["core", "data", "gradient", "models", "plot", "widgets"]
+__all__ = ["core", "data", "evaluate", "gradient", "models", "plot", "widgets"]
 __version__ = "0.1.0"
