@@ -53,3 +53,28 @@ def test_training_is_deterministic(monkeypatch):
         assert torch.equal(value, b.state_dict()[key]), key
     assert not torch.equal(a.features[0].weight, c.features[0].weight)
     assert not a.training
+
+
+def test_confusion_matrix_counts_pairs():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 3, bias=False))
+    model[1].weight.data = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0], [1.0, 0.0]])
+    matrix = models.confusion_matrix(model, images, torch.tensor([0, 1, 2, 2]))
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_folding_batch_norm_keeps_the_outputs():
+    torch.manual_seed(0)
+    trained = models.ShapesCNN(batch_norm=True)
+    for module in trained.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 2)
+            module.bias.data.uniform_(-1, 1)
+    trained.eval()
+    plain = models.fold_batch_norm(trained)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert [type(m) for m in plain.modules()] == [type(m) for m in models.ShapesCNN().modules()]
+    x = torch.rand(4, 3, 64, 64)
+    assert torch.allclose(plain(x), trained(x), atol=1e-5)

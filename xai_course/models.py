@@ -13,6 +13,7 @@ deterministically on CPU. Introduced in chapter 00.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,21 +27,60 @@ from .core import predict
 
 
 class ShapesCNN(nn.Module):
-    """VGG-style classifier for 64x64 RGB images: three conv blocks, then two linear layers. Chapter 00."""
+    """VGG-style classifier for 64x64 RGB images: conv/ReLU/max-pool blocks, then two linear layers.
 
-    def __init__(self, n_classes: int = len(data.CLASSES)):
+    With ``batch_norm=True`` every convolution is followed by a BatchNorm layer; the
+    course trains that variant (it learns several times faster) and ships it with
+    the BatchNorm folded into the convolutions (``fold_batch_norm``), so the shipped
+    model is a plain conv/ReLU/max-pool network. Chapter 00.
+    """
+
+    def __init__(self, n_classes: int = len(data.CLASSES), batch_norm: bool = False):
         super().__init__()
+
+        def conv(channels_in: int, channels_out: int) -> list[nn.Module]:
+            norm = [nn.BatchNorm2d(channels_out)] if batch_norm else []
+            return [nn.Conv2d(channels_in, channels_out, 3, padding=1), *norm, nn.ReLU()]
+
         self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 32x32
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 16x16
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 8x8
+            *conv(3, 16), nn.MaxPool2d(2),  # 32x32
+            *conv(16, 32), nn.MaxPool2d(2),  # 16x16
+            *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2),  # 8x8
         )  # fmt: skip
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.flatten(self.features(x)))
+
+
+def merge_batch_norm(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> nn.Module:
+    """A copy of ``layer`` that computes ``bn(layer(x))`` in eval mode.
+
+    With s = gamma / sqrt(running_var + eps): W' = s W (per output channel) and
+    b' = s (b - running_mean) + beta. Chapter 00.
+    """
+    merged = copy.deepcopy(layer)
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    with torch.no_grad():
+        merged.weight.copy_(layer.weight * scale.view(-1, *[1] * (layer.weight.ndim - 1)))
+        merged.bias = nn.Parameter(scale * (bias - bn.running_mean) + bn.bias.detach())
+    return merged
+
+
+def fold_batch_norm(model: ShapesCNN) -> ShapesCNN:
+    """The plain ``ShapesCNN`` equal (in eval mode) to a ``ShapesCNN(batch_norm=True)``. Chapter 00."""
+    layers = []
+    for module in model.features:
+        if isinstance(module, nn.BatchNorm2d):
+            layers[-1] = merge_batch_norm(layers[-1], module)
+        else:
+            layers.append(module)
+    plain = ShapesCNN(model.classifier[-1].out_features)
+    plain.features = nn.Sequential(*layers)
+    plain.classifier = copy.deepcopy(model.classifier)
+    return plain.eval()
 
 
 class BasicBlock(nn.Module):
@@ -92,18 +132,19 @@ class ShapesResNet(nn.Module):
 class Recipe:
     """How a course model is built and trained."""
 
-    build: Callable[[], nn.Module]
+    build: Callable[..., nn.Module]  # the shipped architecture
+    fold: bool = False  # train build(batch_norm=True), ship it with the BatchNorm folded in
     clever_hans: bool = False
-    epochs: int = 4
+    epochs: int = 6
     n_train: int = 10000
-    lr: float = 2e-3
+    lr: float = 3e-3
     batch_size: int = 64
 
 
 RECIPES = {
-    "shapes_cnn": Recipe(ShapesCNN),
+    "shapes_cnn": Recipe(ShapesCNN, fold=True),
     "shapes_resnet": Recipe(ShapesResNet),
-    "shapes_cnn_clever_hans": Recipe(ShapesCNN, clever_hans=True),
+    "shapes_cnn_clever_hans": Recipe(ShapesCNN, fold=True, clever_hans=True),
 }
 
 
@@ -140,7 +181,7 @@ def train(name: str, seed: int = 0, progress: bool = True) -> nn.Module:
     recipe = _check_name(name)
     with _deterministic():
         torch.manual_seed(seed)
-        model = recipe.build()
+        model = recipe.build(batch_norm=True) if recipe.fold else recipe.build()
         optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
         steps = recipe.epochs * (recipe.n_train // recipe.batch_size)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=steps)
@@ -160,12 +201,19 @@ def train(name: str, seed: int = 0, progress: bool = True) -> nn.Module:
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
-    return model.eval()
+    return fold_batch_norm(model.eval()) if recipe.fold else model.eval()
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``images`` that ``model`` classifies as ``labels``. Chapter 00."""
     return (predict(model, images).argmax(1) == labels).float().mean().item()
+
+
+def confusion_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Counts ``C[true, predicted]`` of ``model`` on ``images``, a (K, K) int64 tensor. Chapter 00."""
+    predicted = predict(model, images).argmax(1)
+    k = int(max(labels.max(), predicted.max())) + 1
+    return torch.bincount(labels * k + predicted, minlength=k * k).view(k, k)
 
 
 def ship(name: str, seed: int = 0) -> dict:

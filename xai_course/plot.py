@@ -225,8 +225,9 @@ def series(
     lines = lines[0] if lines.ndim == 3 and lines.shape[0] == 1 else lines
     lines = lines[None] if lines.ndim == 1 else lines
     if lines.ndim != 2 or lines.shape[1] != r.shape[0]:
-        raise ValueError(f"signal: expected shape (C, {r.shape[0]}) or ({r.shape[0]},) like attribution, "
-                         f"got {_shape(lines)}")
+        raise ValueError(
+            f"signal: expected shape (C, {r.shape[0]}) or ({r.shape[0]},) like attribution, got {_shape(lines)}"
+        )
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 2.5), layout="constrained")
     low, high = lines.min(), lines.max()
@@ -275,15 +276,18 @@ def grid(
     maps = {name: _to_numpy(value, f"maps[{name!r}]") for name, value in (maps or {}).items()}
     for name, value in maps.items():
         if value.ndim not in (3, 4) or len(value) != len(pictures) or value.shape[-2:] != pictures.shape[1:3]:
-            raise ValueError(f"maps[{name!r}]: expected shape ({len(pictures)}, C, {pictures.shape[1]}, "
-                             f"{pictures.shape[2]}) like images, got {_shape(value)}")
+            raise ValueError(
+                f"maps[{name!r}]: expected shape ({len(pictures)}, C, {pictures.shape[1]}, "
+                f"{pictures.shape[2]}) like images, got {_shape(value)}"
+            )
     titles = list(col_labels) if col_labels is not None else ["image", *maps]
     _check_labels(titles, 1 + len(maps), "col_labels")
     if row_labels is not None:
         _check_labels(row_labels, len(pictures), "row_labels")
     n_rows, n_cols = len(pictures), 1 + len(maps)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=figsize or (1.8 * n_cols, 1.8 * n_rows),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=figsize or (1.8 * n_cols, 1.8 * n_rows), squeeze=False, layout="constrained"
+    )
     for i, picture in enumerate(pictures):
         axes[i, 0].imshow(picture)
         for j, value in enumerate(maps.values(), start=1):
@@ -387,8 +391,7 @@ def show_images(images, labels=None, masks=None, classes: Sequence[str] | None =
         raise ValueError(f"ncols: expected an int >= 1, got {_describe(ncols)}")
     n_cols = min(ncols, n)
     n_rows = -(-n // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.5 * n_cols, 1.7 * n_rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.5 * n_cols, 1.7 * n_rows), squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.set_axis_off()
