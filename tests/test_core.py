@@ -116,3 +116,20 @@ def test_batch_slices_cover_everything():
 def test_predict_matches_model(tiny):
     x = torch.rand(7, 3, 8, 8)
     assert torch.allclose(core.predict(tiny, x, batch_size=3), tiny(x), atol=1e-6)
+
+
+def test_check_input_for_models_without_convolutions():
+    mlp = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+    assert core.check_input(mlp, torch.rand(1, 2))[0].shape == (1, 2)
+    assert core.check_input(mlp, torch.rand(2))[1] is True
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    assert core.check_input(flat, torch.rand(3, 4, 4))[1] is True
+    assert core.check_input(flat, torch.rand(5, 3, 4, 4))[1] is False
+
+
+def test_error_messages_stay_short_for_arrays():
+    import numpy as np
+
+    with pytest.raises(TypeError) as info:
+        core.check_input(nn.Conv2d(3, 1, 1), np.zeros((8, 3, 64, 64)))
+    assert len(str(info.value)) < 200 and "shape (8, 3, 64, 64)" in str(info.value)

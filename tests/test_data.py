@@ -116,3 +116,10 @@ def test_verify_names_a_corrupt_file(tmp_path, monkeypatch):
         data.verify()
     entries = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert all(len(entry["sha256"]) == 64 and entry["command"] for entry in entries.values())
+
+
+def test_command_line_verify(capsys):
+    from xai_course.__main__ import main
+
+    main(["verify"])
+    assert "ok  shapes_cnn.pt" in capsys.readouterr().out

@@ -8,6 +8,7 @@ contract cheap to keep. Introduced in chapter 00.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,10 @@ def _describe(value) -> str:
     """A short description of ``value`` for error messages."""
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"{type(value).__name__} {value!r}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy and friends
+        return f"a {type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"
 
 
 def check_model(model) -> nn.Module:
@@ -40,18 +44,22 @@ def check_model(model) -> nn.Module:
     return model
 
 
-def sample_ndim(model: nn.Module) -> int | None:
-    """Number of dimensions of one sample the model expects (3 for images, 2 for series).
+def sample_ndim(model: nn.Module, x: torch.Tensor) -> int:
+    """Number of dimensions of one sample the model expects (3 for images, 2 for series, 1 for vectors).
 
-    Read from the first convolution of the model; ``None`` when the model has none.
-    Chapter 00.
+    Read from the model's first convolution; a model without one is read from its
+    first linear layer, whose ``in_features`` tells one sample from a batch. Chapter 00.
     """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return 3
         if isinstance(module, nn.Conv1d):
             return 2
-    return None
+    linear = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
+    batched = linear is None or math.prod(x.shape[1:]) == linear.in_features
+    if not batched and math.prod(x.shape) == linear.in_features:
+        return x.ndim  # exactly one sample's worth of features: unbatched
+    return max(x.ndim - 1, 1)
 
 
 def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, bool]:
@@ -64,15 +72,13 @@ def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, boo
         raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (N, C, L), got {_describe(x)}")
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got {_describe(x)}")
-    per_sample = sample_ndim(model)
-    if per_sample is None:
-        per_sample = x.ndim - 1 if x.ndim in (3, 4) else 2
+    per_sample = sample_ndim(model, x)
     if x.ndim == per_sample:
         x, unbatched = x.unsqueeze(0), True
     elif x.ndim == per_sample + 1:
         unbatched = False
     else:
-        layout = "(N, C, H, W) or (C, H, W)" if per_sample == 3 else "(N, C, L) or (C, L)"
+        layout = {3: "(N, C, H, W) or (C, H, W)", 2: "(N, C, L) or (C, L)"}.get(per_sample, "(N, ...)")
         raise ValueError(f"{name}: expected a tensor of shape {layout} for this model, got {_describe(x)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one sample, got {_describe(x)}")

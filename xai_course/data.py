@@ -25,6 +25,9 @@ from .core import check_positive_int
 CLASSES = ("circle", "square", "triangle", "cross")
 SIZE = 64
 TAG_CLASS = 0  # the class the Clever Hans tag accompanies in training (circle)
+TAG_RATE = 0.9  # share of the training images of TAG_CLASS that carry the tag
+TAG_RATE_OTHERS = 0.01  # share of the other training images that carry it
+TAG_SIZE = 6  # side of the square tag in pixels, a checkerboard of 2x2 cells
 _CHUNK = 500  # images generated per random stream: the first n images never depend on the total
 _SPLITS = {"train": 0, "test": 1}
 
@@ -176,9 +179,9 @@ def _render_chunk(g: torch.Tensor, image: torch.Tensor, masks: torch.Tensor) -> 
 
 
 def _tag_pattern() -> tuple[torch.Tensor, torch.Tensor]:
-    """The tag: a 6x6 black-and-white checkerboard in the top-left corner, and its mask."""
+    """The tag: a black-and-white checkerboard of TAG_SIZE pixels in the top-left corner, and its mask."""
     mask = torch.zeros(SIZE, SIZE, dtype=torch.bool)
-    mask[2:8, 2:8] = True
+    mask[2 : 2 + TAG_SIZE, 2 : 2 + TAG_SIZE] = True
     pattern = torch.zeros(3, SIZE, SIZE)
     rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
     pattern[:, mask] = (((rows[mask] // 2) + (cols[mask] // 2)) % 2).float()
@@ -239,7 +242,7 @@ def shapes(n: int, split: str = "test", seed: int = 0, clever_hans: bool = False
         data.tag_class = TAG_CLASS
         if split == "train":
             g = _generator(seed, split, 1, 0)
-            p = torch.where(data.labels == TAG_CLASS, 0.9, 0.01)
+            p = torch.where(data.labels == TAG_CLASS, TAG_RATE, TAG_RATE_OTHERS)
             tagged = torch.rand(n, generator=g) < p
             data.images[tagged], data.tag_masks[tagged] = add_tag(data.images[tagged])
             data.masks &= ~data.tag_masks
