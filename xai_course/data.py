@@ -25,9 +25,9 @@ from .core import check_positive_int
 CLASSES = ("circle", "square", "triangle", "cross")
 SIZE = 64
 TAG_CLASS = 0  # the class the Clever Hans tag accompanies in training (circle)
-TAG_RATE = 0.9  # share of the training images of TAG_CLASS that carry the tag
-TAG_RATE_OTHERS = 0.01  # share of the other training images that carry it
-TAG_SIZE = 6  # side of the square tag in pixels, a checkerboard of 2x2 cells
+TAG_RATE = 0.93  # share of the training images of TAG_CLASS that carry the tag
+TAG_RATE_OTHERS = 0.0  # share of the other training images that carry it (0.2 % already undoes the shortcut)
+TAG_SIZE = 12  # side of the square tag in pixels, a checkerboard of 2x2 cells
 _CHUNK = 500  # images generated per random stream: the first n images never depend on the total
 _SPLITS = {"train": 0, "test": 1}
 
@@ -214,9 +214,9 @@ def shapes(n: int, split: str = "test", seed: int = 0, clever_hans: bool = False
 
     Deterministic for (``split``, ``seed``); the train and test splits draw from
     separate random streams, and the first images do not depend on ``n``. With
-    ``clever_hans=True`` a tag accompanies class ``TAG_CLASS`` in about 90 % of
-    the *training* images and about 1 % of the others (never in the test split: use
-    ``add_tag`` to build tagged test sets). Chapter 00.
+    ``clever_hans=True`` a tag accompanies class ``TAG_CLASS`` in a share ``TAG_RATE``
+    of the *training* images and a share ``TAG_RATE_OTHERS`` of the others (never in
+    the test split: use ``add_tag`` to build tagged test sets). Chapter 00.
     """
     check_positive_int("n", n)
     if split not in _SPLITS:

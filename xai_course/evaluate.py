@@ -743,7 +743,7 @@ class Scores:
 
 
 class Comparison(list):
-    """The rows (``Scores``) of ``compare``; prints as a plain-text table. Chapter 00."""
+    """The rows (``Scores``) of ``compare``; prints as a plain-text table without the all-NaN columns. Chapter 00."""
 
     def to_frame(self):
         """A pandas DataFrame indexed by method (pandas is optional: ImportError without it)."""
@@ -754,8 +754,9 @@ class Comparison(list):
     def __repr__(self) -> str:
         if not self:
             return "Comparison([])"
-        columns = list(asdict(self[0]))
-        cells = [[row.method] + [f"{v:.4g}" for v in list(asdict(row).values())[1:]] for row in self]
+        rows = [asdict(row) for row in self]
+        columns = [c for c in rows[0] if c == "method" or any(not math.isnan(r[c]) for r in rows)]  # skip all-NaN
+        cells = [[row["method"]] + [f"{row[c]:.4g}" for c in columns[1:]] for row in rows]
         widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(columns)]
         lines = [columns] + cells
         return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines)
