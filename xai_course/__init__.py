@@ -1,10 +1,10 @@
 """xai_course: the methods of the course "Explaining CNNs", one module per chapter.
 
 Import the modules you need (``import xai_course as xc`` gives them all):
-``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``.
+``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``.
 """
 
-from . import core, data, evaluate, gradient, lrp, models, plot, widgets
+from . import core, data, evaluate, gradient, lrp, models, plot, shap, widgets
 
-__all__ = ["core", "data", "evaluate", "gradient", "lrp", "models", "plot", "widgets"]
+__all__ = ["core", "data", "evaluate", "gradient", "lrp", "models", "plot", "shap", "widgets"]
 __version__ = "0.1.0"

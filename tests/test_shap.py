@@ -1,0 +1,338 @@
+"""Chapter 02: exact Shapley values, Kernel SHAP, Deep SHAP, superpixels."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_unchanged, state_of
+from torch import nn
+
+from xai_course import data, models, shap
+
+
+def linear_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(), nn.Linear(2 * 8 * 8, 3)).eval()
+
+
+def sum_model() -> nn.Module:
+    """A nonlinear model of the total pixel sum only: segments with equal sums are interchangeable."""
+    torch.manual_seed(0)
+    first = nn.Linear(3 * 8 * 8, 4)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([1.0, -1.0, 0.5, 2.0]).view(4, 1).expand(4, 192) / 50)
+    return nn.Sequential(nn.Flatten(), first, nn.Tanh(), nn.Linear(4, 2)).eval()
+
+
+@pytest.fixture
+def images():
+    torch.manual_seed(1)
+    return torch.rand(2, 3, 8, 8)
+
+
+def grid(x, n=6):
+    return shap.superpixels(x, n_segments=n, method="grid")
+
+
+def logit(model, x, target):
+    with torch.no_grad():
+        return model(x)[torch.arange(x.shape[0]), target]
+
+
+# ----------------------------------------------------------------------------- superpixels
+
+
+def test_superpixels_grid_and_slic():
+    x = data.canonical(2).images
+    g = shap.superpixels(x, n_segments=12, method="grid")
+    assert g.shape == (2, 64, 64) and g.dtype == torch.long
+    assert torch.equal(torch.unique(g), torch.arange(12))
+    assert torch.equal(shap.superpixels(x, n_segments=4, method="grid")[0, ::32, ::32], torch.tensor([[0, 1], [2, 3]]))
+    s = shap.superpixels(x, n_segments=16)
+    for labels in s:
+        m = int(labels.max()) + 1
+        assert 4 <= m <= 32 and torch.equal(torch.unique(labels), torch.arange(m))
+    assert shap.superpixels(x[0], n_segments=16).shape == (64, 64)
+    with pytest.raises(ValueError, match="method"):
+        shap.superpixels(x, method="quickshift")
+
+
+# ----------------------------------------------------------------------------- exact
+
+
+def test_exact_equals_closed_form_on_linear_model(images):
+    model = linear_model()
+    seg = grid(images)
+    attribution, phi = shap.exact(model, images, 1, segments=seg, baseline=0.25, return_values=True)
+    # f linear: phi_i = sum over the pixels of segment i of w * (x - baseline)
+    x = images.clone().requires_grad_(True)
+    (w,) = torch.autograd.grad(model(x)[:, 1].sum(), x)
+    pixel = (w * (images - 0.25)).sum(1)
+    closed = torch.stack([torch.bincount(s.flatten(), p.flatten()) for s, p in zip(seg, pixel)])
+    assert torch.allclose(phi, closed, atol=1e-5)
+    delta = logit(model, images, 1) - logit(model, torch.full_like(images, 0.25), 1)
+    assert torch.allclose(attribution.sum((1, 2, 3)), delta, atol=1e-5)
+    # each segment's value spread evenly over its pixels and channels
+    assert torch.allclose(attribution[0, :, 0, 0] * 3 * 12, phi[0, 0].expand(3), atol=1e-6)
+
+
+def test_exact_axioms_efficiency_symmetry_dummy():
+    model = sum_model()
+    torch.manual_seed(2)
+    x = torch.rand(3, 8, 8)
+    x[:, :4, 3:6] = x[:, :4, :3]  # segment 1 is a copy of segment 0: same sum, symmetric players
+    x[:, 4:, 6:] = 0.5  # segment 5 equals the baseline: a dummy player
+    seg = grid(x)
+    attribution, phi = shap.exact(model, x, 0, segments=seg, baseline=0.5, return_values=True)
+    assert attribution.shape == x.shape
+    delta = logit(model, x[None], 0) - logit(model, torch.full_like(x[None], 0.5), 0)
+    assert abs(phi.sum() - delta[0]) < 1e-5 and abs(attribution.sum() - delta[0]) < 1e-5
+    assert abs(phi[0] - phi[1]) < 1e-5
+    assert abs(phi[5]) < 1e-6
+    assert phi[:5].abs().min() > 1e-3  # the others are not trivially zero
+
+
+def test_shapley_from_values_by_hand():
+    # v(S) for M = 2 with codes 0: {}, 1: {0}, 2: {1}, 3: {0, 1}
+    v = torch.tensor([0.0, 1.0, 2.0, 5.0], dtype=torch.float64)
+    assert torch.allclose(shap.shapley_from_values(v), torch.tensor([2.0, 3.0], dtype=torch.float64))
+    assert torch.allclose(shap.shapley_weights(3), torch.tensor([1 / 3, 1 / 6, 1 / 3], dtype=torch.float64))
+
+
+def test_exact_evaluates_each_coalition_once(images):
+    calls = []
+    model = linear_model()
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    shap.exact(model, images[0], segments=grid(images[0]), batch_size=20)
+    assert calls[1:] == [20, 20, 20, 4]  # first call: the prediction; then 2^6 coalitions in batches
+
+
+def test_exact_refuses_too_many_players(images):
+    seg = torch.arange(64).view(8, 8) % 21
+    with pytest.raises(ValueError, match="segments.*kernel"):
+        shap.exact(linear_model(), images, segments=seg)
+
+
+@pytest.mark.parametrize("baseline", ["mean", "blur", 0.3, torch.rand(3, 8, 8)])
+def test_baselines_and_efficiency(tiny, images, baseline):
+    seg = grid(images)
+    attribution = shap.exact(tiny, images, segments=seg, baseline=baseline)
+    target = tiny(images).argmax(1)
+    reference = shap._baseline(baseline, images)
+    delta = logit(tiny, images, target) - logit(tiny, reference, target)
+    assert torch.allclose(attribution.sum((1, 2, 3)), delta, atol=1e-5)
+
+
+def test_contract_and_model_unchanged(tiny, images):
+    before = state_of(tiny)
+    seg = grid(images)
+    for method in (shap.exact, shap.kernel):
+        out = method(tiny, images, segments=seg)
+        assert out.shape == images.shape and out.dtype == images.dtype and not out.requires_grad
+        single = method(tiny, images[0], segments=seg[0])
+        assert single.shape == images[0].shape
+    out = shap.deep(tiny, images, background=images.flip(0))
+    assert out.shape == images.shape
+    assert_unchanged(before, tiny)
+
+
+def test_bad_arguments(tiny, images):
+    with pytest.raises(ValueError, match="segments"):
+        shap.exact(tiny, images, segments=torch.zeros(3, 8, 8, dtype=torch.long))
+    with pytest.raises(TypeError, match="segments"):
+        shap.exact(tiny, images, segments=torch.zeros(8, 8))
+    with pytest.raises(ValueError, match="baseline"):
+        shap.exact(tiny, images, segments=grid(images), baseline="white")
+    with pytest.raises(ValueError, match="n_samples"):
+        shap.kernel(tiny, images, segments=grid(images), n_samples=0)
+    with pytest.raises(TypeError, match="model"):
+        shap.deep("model", images, background=images)
+
+
+# ----------------------------------------------------------------------------- Kernel SHAP
+
+
+def test_kernel_coalitions():
+    z, w = shap.kernel_coalitions(10, 200, np.random.default_rng(0))
+    assert z.shape == (200, 10) and abs(w.sum() - 1) < 1e-12
+    assert len({tuple(row.tolist()) for row in z}) == 200  # duplicates merged into their weight
+    sizes = z.sum(1)
+    assert ((sizes == 1) | (sizes == 9)).sum() == 20  # sizes 1 and 9 enumerated in full first
+    assert sizes.min() >= 1 and sizes.max() <= 9
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 6, 7])
+def test_kernel_equals_exact_at_full_budget(tiny, images, m):
+    seg = torch.arange(64).view(8, 8) % m
+    _, exact = shap.exact(tiny, images, segments=seg, return_values=True)
+    _, phi = shap.kernel(tiny, images, segments=seg, n_samples=max(2**m - 2, 1), return_values=True)
+    assert phi.shape == (2, m) and torch.allclose(phi, exact, atol=1e-5)
+    _, single = shap.kernel(tiny, images[0], segments=seg, n_samples=max(2**m - 2, 1), return_values=True)
+    assert single.shape == (m,) and torch.allclose(single, exact[0], atol=1e-5)
+
+
+def test_kernel_converges_and_is_seeded():
+    model = sum_model()
+    torch.manual_seed(3)
+    x = torch.rand(3, 8, 8)
+    seg = torch.arange(64).view(8, 8) % 12
+    _, exact = shap.exact(model, x, segments=seg, return_values=True)
+    errors = [
+        (shap.kernel(model, x, segments=seg, n_samples=n, return_values=True)[1] - exact).abs().max()
+        for n in (40, 400, 4094)
+    ]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-5
+    a = shap.kernel(model, x, segments=seg, n_samples=100, seed=5)
+    assert torch.equal(a, shap.kernel(model, x, segments=seg, n_samples=100, seed=5))
+    assert not torch.equal(a, shap.kernel(model, x, segments=seg, n_samples=100, seed=6))
+    delta = logit(model, x[None], 0) - logit(model, x.mean((1, 2), keepdim=True).expand_as(x)[None], 0)
+    assert abs(a.sum() - delta[0]) < 1e-5  # efficiency holds at any budget
+
+
+# ----------------------------------------------------------------------------- Deep SHAP
+
+
+def summation_error(model, x, background, attribution):
+    with torch.no_grad():
+        logits, reference = model(x), model(background)
+    target = logits.argmax(1)
+    delta = logits[torch.arange(len(x)), target] - reference[:, target].mean(0)
+    return (attribution.sum((1, 2, 3)) - delta).abs().max().item()
+
+
+def separated(model: nn.Module) -> nn.Module:
+    """shapes_cnn with a 1x1 identity convolution between each ReLU and the max-pool after it.
+
+    The same function; Captum's DeepLift needs it, because it breaks the summation to delta (by
+    tens of logits) when a MaxPool2d directly follows a ReLU.
+    """
+    model = copy.deepcopy(model)
+    layers = []
+    for layer in model.features:
+        if isinstance(layer, nn.MaxPool2d):
+            channels = layers[-2].out_channels
+            identity = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
+            nn.init.ones_(identity.weight)
+            layers.append(identity)
+        layers.append(layer)
+    model.features = nn.Sequential(*layers)
+    return model
+
+
+def test_deep_agrees_with_captum_on_shapes_cnn():
+    captum = pytest.importorskip("captum.attr")
+    model = models.load("shapes_cnn")
+    x = data.canonical(2).images
+    background = data.shapes(8, split="train", seed=1).images
+    phi = shap.deep(model, x, background=background)
+    assert summation_error(model, x, background, phi) < 1e-4
+    target = model(x).argmax(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Captum announces its hooks
+        reference = captum.DeepLiftShap(separated(model)).attribute(x, baselines=background, target=target)
+    assert (phi - reference).abs().max() < 1e-4
+
+
+class UnrolledBlock(nn.Module):
+    """A BasicBlock with one ReLU module per use and an out-of-place residual sum."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block, self.relu1, self.relu2 = block, nn.ReLU(), nn.ReLU()
+
+    def forward(self, x):
+        b = self.block
+        identity = x if b.downsample is None else b.downsample(x)
+        return self.relu2(b.bn2(b.conv2(self.relu1(b.bn1(b.conv1(x))))) + identity)
+
+
+class UnrolledResNet(nn.Module):
+    """shapes_resnet rewritten for Captum: the same function, no reused ReLU, no ``+=``, no ReLU -> MaxPool2d."""
+
+    def __init__(self, resnet: nn.Module):
+        super().__init__()
+        self.resnet, self.relu = resnet, nn.ReLU()
+        self.identity = nn.Conv2d(16, 16, 1, groups=16, bias=False)
+        nn.init.ones_(self.identity.weight)
+        self.layers = nn.Sequential(*(UnrolledBlock(b) for b in (resnet.layer1, resnet.layer2, resnet.layer3)))
+
+    def forward(self, x):
+        r = self.resnet
+        x = r.maxpool(self.identity(self.relu(r.bn1(r.conv1(x)))))
+        return r.fc(torch.flatten(r.avgpool(self.layers(x)), 1))
+
+
+def test_deep_on_resnet_equals_captum_on_the_unrolled_resnet():
+    captum = pytest.importorskip("captum.attr")
+    model = models.load("shapes_resnet")
+    x = data.canonical(2).images
+    background = data.shapes(8, split="train", seed=1).images
+    unrolled = UnrolledResNet(copy.deepcopy(model)).eval()
+    assert torch.equal(unrolled(x), model(x))
+    phi = shap.deep(model, x, background=background)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = captum.DeepLiftShap(unrolled).attribute(x, baselines=background, target=model(x).argmax(1))
+    assert (phi - reference).abs().max() < 1e-4
+
+
+def test_deep_summation_on_resnet_with_reused_inplace_relu():
+    model = models.load("shapes_resnet")
+    before = state_of(model)
+    x = data.canonical(2).images
+    background = data.shapes(8, split="train", seed=1).images
+    phi = shap.deep(model, x, background=background)
+    assert summation_error(model, x, background, phi) < 1e-4
+    assert phi.abs().max() > 1e-3
+    assert_unchanged(before, model)
+
+
+def test_deep_on_tiny_net_and_unbatched(tiny, images):
+    background = torch.rand(5, 3, 8, 8)
+    phi = shap.deep(tiny, images, background=background)
+    assert summation_error(tiny, images, background, phi) < 1e-5
+    assert torch.allclose(shap.deep(tiny, images[0], background=background), phi[0], atol=1e-6)
+
+
+def test_deep_refuses_what_it_cannot_handle(tiny, images):
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.GELU(), nn.Flatten(), nn.Linear(72, 2)).eval()
+    before = state_of(model)
+    with pytest.raises(NotImplementedError, match="GELU.*supported.*ReLU"):
+        shap.deep(model, images, background=images)
+    assert_unchanged(before, model)
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 2, 3), nn.Linear(72, 2)
+
+        def forward(self, x):
+            return self.fc(F.relu(self.conv(x)).flatten(1))
+
+    torch.manual_seed(0)
+    with pytest.raises(NotImplementedError, match="not a module"):
+        shap.deep(Functional().eval(), images, background=torch.rand(4, 3, 8, 8))
+    before = state_of(tiny)
+    with pytest.raises(ValueError, match="background"):
+        shap.deep(tiny, images, background=torch.rand(4, 3, 9, 9))
+    assert_unchanged(before, tiny)
+
+
+# ----------------------------------------------------------------------------- global importance
+
+
+def test_global_importance(tiny, images):
+    seg = grid(images)
+    labels = torch.tensor([0, 2])
+    per_class = shap.global_importance(shap.exact, tiny, images, labels, segments=seg)
+    local = shap.exact(tiny, images, labels, segments=seg)
+    assert per_class.shape == (3, 3, 8, 8)
+    assert torch.allclose(per_class[0], local[0]) and torch.allclose(per_class[2], local[1])
+    assert torch.equal(per_class[1], torch.zeros(3, 8, 8))
+    mean_abs = shap.global_importance(shap.exact, tiny, images, labels, reduce="abs", segments=seg)
+    assert torch.allclose(mean_abs, local.abs().mean(0))
+    with pytest.raises(ValueError, match="reduce"):
+        shap.global_importance(shap.exact, tiny, images, reduce="max", segments=seg)
