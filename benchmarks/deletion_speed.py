@@ -9,35 +9,14 @@ it is the slow one). The requirement is (a) / (b) <= 5. Run: ``python benchmarks
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _common import course_model, median_seconds
 
-from xai_course import data, gradient, models
+from xai_course import data, gradient
 from xai_course.evaluate import deletion
 
 STEPS, N_IMAGES, BATCH_SIZE = 64, 32, 128
-
-
-def course_model() -> torch.nn.Module:
-    try:
-        model = models.load("shapes_cnn")
-        print("model: ShapesCNN with the shipped weights (shapes_cnn)")
-    except (FileNotFoundError, OSError, ValueError) as error:
-        torch.manual_seed(0)
-        model = models.ShapesCNN().eval()
-        print(f"model: ShapesCNN, random initialisation (no shipped weights: {error})")
-    return model
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.no_grad()

@@ -14,24 +14,14 @@ import sys
 import time
 
 import torch
+from _common import course_model
 from torch import nn
 from torch.nn import functional as F
 from zennit import attribution, composites, rules
 
-from xai_course import data, lrp, models
+from xai_course import data, lrp
 
 N_IMAGES = 32
-
-
-def course_model() -> nn.Module:
-    try:
-        model = models.load("shapes_cnn")
-        print("model: ShapesCNN with the shipped weights (shapes_cnn)")
-    except (FileNotFoundError, OSError, ValueError) as error:
-        torch.manual_seed(0)
-        model = models.ShapesCNN().eval()
-        print(f"model: ShapesCNN, random initialisation (no shipped weights: {error})")
-    return model
 
 
 def zennit_composite(preset: str, x: torch.Tensor):

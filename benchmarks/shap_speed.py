@@ -17,27 +17,17 @@ convolution in between.) Run: ``OMP_NUM_THREADS=1 python benchmarks/shap_speed.p
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import numpy as np
 import shap as shap_library
 import torch
+from _common import median_seconds
 from captum.attr import DeepLiftShap
 
 from xai_course import data, models, shap
 
 SHAP_DEFAULT_L1_REG = "num_features(10)"  # KernelExplainer.shap_values' default in shap 0.54
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def shap_kernel_explainer(model, image, segments, target, n_samples, batch_size, seed, l1_reg) -> np.ndarray:
