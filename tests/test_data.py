@@ -104,6 +104,7 @@ def test_verify_checks_every_shipped_file():
     names = data.verify()
     assert set(names) == set(data.manifest())
     assert {"shapes_cnn.pt", "shapes_resnet.pt", "shapes_cnn_clever_hans.pt"} <= set(names)
+    assert {"timeseries_cnn.pt", "shapes_cnn_occlusion.pt"} <= set(names)
 
 
 def test_verify_names_a_corrupt_file(tmp_path, monkeypatch):
@@ -123,3 +124,93 @@ def test_command_line_verify(capsys):
 
     main(["verify"])
     assert "ok  shapes_cnn.pt" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- time series (chapter 03)
+
+
+def test_timeseries_types_and_ground_truth():
+    d = data.timeseries(400, seed=1)
+    assert d.series.shape == (400, 1, data.SERIES_LENGTH) and d.series.dtype == torch.float32
+    assert d.labels.shape == (400,) and d.labels.dtype == torch.int64 and d.masks.dtype == torch.bool
+    assert d.classes == data.SERIES_CLASSES and set(d.labels.tolist()) == set(range(4))
+    length = d.masks.sum(1)
+    assert (length >= 24).all() and (length <= 40).all()
+    starts = d.masks.float().diff(dim=1).eq(1).sum(1) + d.masks[:, 0]
+    assert (starts == 1).all(), "the pattern is one contiguous run"
+    energy = d.series[:, 0] ** 2
+    inside = (energy * d.masks).sum(1) / d.masks.sum(1)
+    outside = (energy * ~d.masks).sum(1) / (~d.masks).sum(1)
+    assert (inside > outside).float().mean() > 0.95, "the pattern stands out of the noise"
+    assert len(d[:3]) == 3 and torch.equal(d[5].series, d.series[5:6])
+
+
+def _crossings(r: torch.Tensor) -> float:
+    return float((r[1:] * r[:-1] < 0).sum())
+
+
+def test_timeseries_classes_differ_in_shape():
+    """Squares are flat, triangles peak in the middle, sine bursts oscillate evenly, chirps faster at the end."""
+    d = data.timeseries(400, seed=2)
+    for k, name in enumerate(d.classes):
+        rows = [s[0, m] * torch.sign(s[0, m].mean()) for s, m in zip(d.series[d.labels == k], d.masks[d.labels == k])]
+        early = torch.tensor([_crossings(r[: len(r) // 2]) for r in rows]).mean()
+        late = torch.tensor([_crossings(r[len(r) // 2 :]) for r in rows]).mean()
+        middle = torch.tensor([float(r[len(r) // 3 : 2 * len(r) // 3].mean() - r[: len(r) // 6].mean()) for r in rows])
+        if name == "square":
+            assert early + late < 3 and middle.abs().mean() < 0.3
+        if name == "triangle":
+            assert middle.mean() > 0.5
+        if name == "sine":
+            assert early + late > 4.5 and abs(late - early) < 1
+        if name == "chirp":
+            assert early + late > 4.5 and late > early + 2
+
+
+def test_timeseries_is_deterministic_and_prefix_stable():
+    a, b = data.timeseries(700, seed=3), data.timeseries(700, seed=3)
+    assert torch.equal(a.series, b.series) and torch.equal(a.masks, b.masks) and torch.equal(a.labels, b.labels)
+    assert torch.equal(data.timeseries(10, seed=3).series, a.series[:10])
+    assert not torch.equal(data.timeseries(10, seed=4).series, a.series[:10])
+    train = _hashes(data.timeseries(1000, split="train").series)
+    assert not train & _hashes(data.timeseries(1000, split="test").series)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [({"n": 0}, ValueError, "n"), ({"n": 2, "split": "val"}, ValueError, "split"),
+     ({"n": 2, "seed": 1.0}, ValueError, "seed")],
+)  # fmt: skip
+def test_timeseries_bad_input(kwargs, error, name):
+    with pytest.raises(error, match=f"{name}:"):
+        data.timeseries(**kwargs)
+
+
+def test_occlude_hides_one_square_per_chosen_image():
+    x = data.shapes(60, seed=0).images
+    occluded, masks = data.occlude(x, p=1.0, sizes=(8, 24), values=(0.0, 0.5), seed=1)
+    assert occluded.shape == x.shape and masks.shape == (60, 64, 64) and masks.dtype == torch.bool
+    assert torch.equal(occluded.permute(1, 0, 2, 3)[:, ~masks], x.permute(1, 0, 2, 3)[:, ~masks])
+    side = masks.any(1).sum(1)
+    assert torch.equal(side, masks.any(2).sum(1)) and torch.equal(side**2, masks.sum((1, 2)))
+    assert side.min() >= 8 and side.max() <= 24
+    fills = {tuple(image[:, mask].unique().tolist()) for image, mask in zip(occluded, masks)}
+    assert fills == {(0.0,), (0.5,)}
+    again, _ = data.occlude(x, p=1.0, seed=torch.Generator().manual_seed(1))
+    assert torch.equal(again, occluded)
+    _, half = data.occlude(data.shapes(1000, seed=0).images, p=0.5, seed=2)
+    assert abs(half.flatten(1).any(1).float().mean() - 0.5) < 0.05
+    unchanged, none = data.occlude(x, p=0.0)
+    assert torch.equal(unchanged, x) and not none.any()
+
+
+def test_occlude_series_and_bad_input():
+    s = data.timeseries(20).series
+    occluded, masks = data.occlude(s, p=1.0, sizes=(10, 10), values=0.0)
+    assert masks.shape == (20, 128) and (masks.sum(1) == 10).all() and (occluded[:, 0][masks] == 0).all()
+    with pytest.raises(ValueError, match="p:"):
+        data.occlude(s, p=1.5)
+    with pytest.raises(ValueError, match="sizes:"):
+        data.occlude(s, sizes=(0, 4))
+    with pytest.raises(TypeError, match="x:"):
+        data.occlude(s[0, 0])

@@ -1,10 +1,15 @@
-"""The course data: synthetic images with ground truth, and the registry of shipped files.
+"""The course data: synthetic images and time series with ground truth, and the registry of shipped files.
 
 Every image of ``shapes`` holds one class-defining shape (circle, square, triangle
 or cross) at a random position, size, rotation and colour, on a textured
 background with up to three distractors (rings and bars) that belong to no class.
 ``masks`` marks the pixels of the class-defining shape, so an explanation can be
 checked against the truth instead of only looked at. Introduced in chapter 00.
+
+Every series of ``timeseries`` (chapter 03) holds one class-defining pattern (a sine
+burst, a square pulse, a triangle or a chirp) at a random position in noise on a
+slow drift, sometimes with a short spike that belongs to no class; ``masks`` marks
+the samples of the pattern. ``occlude`` pastes random patches on images or series.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ TAG_RATE_OTHERS = 0.0  # share of the other training images that carry it (0.2 %
 TAG_SIZE = 12  # side of the square tag in pixels, a checkerboard of 2x2 cells
 _CHUNK = 500  # images generated per random stream: the first n images never depend on the total
 _SPLITS = {"train": 0, "test": 1}
+SERIES_CLASSES = ("sine", "square", "triangle", "chirp")
+SERIES_LENGTH = 128
+SERIES_NOISE = 0.25  # standard deviation of the white noise; the patterns have amplitudes 1.0 to 1.5
 
 
 @dataclass
@@ -209,6 +217,14 @@ def _generator(seed: int, split: str, part: int, chunk: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
 
 
+def _check_request(n: int, split: str, seed: int) -> None:
+    check_positive_int("n", n)
+    if split not in _SPLITS:
+        raise ValueError(f"split: expected one of {sorted(_SPLITS)}, got {split!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+
+
 def shapes(n: int, split: str = "test", seed: int = 0, clever_hans: bool = False) -> Shapes:
     """Generate ``n`` course images with labels and ground-truth masks.
 
@@ -218,11 +234,7 @@ def shapes(n: int, split: str = "test", seed: int = 0, clever_hans: bool = False
     of the *training* images and a share ``TAG_RATE_OTHERS`` of the others (never in
     the test split: use ``add_tag`` to build tagged test sets). Chapter 00.
     """
-    check_positive_int("n", n)
-    if split not in _SPLITS:
-        raise ValueError(f"split: expected one of {sorted(_SPLITS)}, got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    _check_request(n, split, seed)
     images = torch.empty(n, 3, SIZE, SIZE)
     masks = torch.empty(n, SIZE, SIZE, dtype=torch.bool)
     labels = torch.empty(n, dtype=torch.long)
@@ -257,6 +269,126 @@ def canonical(n: int = 8) -> Shapes:
     by_class = [order[pool.labels[order] == k] for k in range(len(CLASSES))]
     pick = [by_class[i % len(CLASSES)][i // len(CLASSES)] for i in range(n)]
     return pool[torch.stack(pick)]
+
+
+# ----------------------------------------------------------------------------- time series (chapter 03)
+
+
+@dataclass
+class Series:
+    """A batch of course time series with labels and ground-truth masks. Chapter 03.
+
+    Attributes
+    ----------
+    series : float32 tensor (N, 1, 128)
+    labels : int64 tensor (N,)
+    masks : bool tensor (N, 128), the samples of the class-defining pattern
+    classes : tuple of class names, ``classes[label]``
+    """
+
+    series: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+    classes: tuple = SERIES_CLASSES
+
+    def __len__(self) -> int:
+        return self.series.shape[0]
+
+    def __getitem__(self, index) -> Series:
+        pick = torch.arange(len(self))[index].reshape(-1)
+        return Series(self.series[pick], self.labels[pick], self.masks[pick], self.classes)
+
+
+def _patterns(u: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """The four class patterns (4, n, L) at pattern coordinates ``u`` (0 to 1 across the pattern)."""
+    return torch.stack(
+        [
+            torch.sin(2 * math.pi * 3 * u + phase),  # sine burst: 3 cycles
+            torch.ones_like(u),  # square pulse
+            1 - (2 * u - 1).abs(),  # triangle
+            torch.sin(2 * math.pi * (0.5 * u + 3 * u * u) + phase),  # chirp: 0.5 to 6.5 cycles per pattern
+        ]
+    )
+
+
+def _render_series(g: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` series (n, L), their labels and masks: drift + noise + one pattern + maybe a spike beside it."""
+    t = torch.arange(SERIES_LENGTH, dtype=torch.float32).view(1, -1)
+    labels = torch.randint(len(SERIES_CLASSES), (n,), generator=g)
+    width = 24 + 16 * torch.rand(n, 1, generator=g)
+    start = (SERIES_LENGTH - width) * torch.rand(n, 1, generator=g)
+    sign = torch.where(torch.rand(n, 1, generator=g) < 0.5, -1.0, 1.0)
+    amplitude = sign * (1.0 + 0.5 * torch.rand(n, 1, generator=g))
+    phase = 2 * math.pi * torch.rand(n, 1, generator=g)
+    u = (t - start) / width
+    masks = (u >= 0) & (u < 1)
+    pattern = _patterns(u, phase).gather(0, labels.view(1, n, 1).expand(1, n, SERIES_LENGTH))[0]
+    period = 96 + 160 * torch.rand(n, 1, generator=g)
+    drift = 0.3 * torch.rand(n, 1, generator=g) * torch.sin(2 * math.pi * (t / period + torch.rand(n, 1, generator=g)))
+    centre = (SERIES_LENGTH - width) * torch.rand(n, 1, generator=g)
+    centre = torch.where(centre < start, centre, centre + width)  # the spike lies outside the pattern
+    spike = (torch.rand(n, 1, generator=g) < 0.5) * (2 * torch.rand(n, 1, generator=g) - 1) * 2
+    noise = SERIES_NOISE * torch.randn(n, SERIES_LENGTH, generator=g)
+    series = noise + drift + spike * torch.exp(-0.5 * (t - centre) ** 2) + masks * amplitude * pattern
+    return series, labels, masks
+
+
+def timeseries(n: int, split: str = "test", seed: int = 0) -> Series:
+    """Generate ``n`` course time series (length 128) with labels and ground-truth masks.
+
+    The class is set by one pattern (``SERIES_CLASSES``: sine burst, square pulse, triangle,
+    chirp) of width 24 to 40 samples and amplitude 1.0 to 1.5 (either sign) at a random
+    position, added to white noise (``SERIES_NOISE``), a slow sinusoidal drift and, in half of
+    the series, a short spike outside the pattern that belongs to no class. Deterministic for (``split``,
+    ``seed``), separate streams for train and test, and the first series do not depend on
+    ``n`` (as ``shapes``). Chapter 03.
+    """
+    _check_request(n, split, seed)
+    parts = [_render_series(_generator(seed, split, 2, chunk), _CHUNK) for chunk in range(math.ceil(n / _CHUNK))]
+    series, labels, masks = (torch.cat(column)[:n] for column in zip(*parts))
+    return Series(series.unsqueeze(1).contiguous(), labels, masks.contiguous())
+
+
+def occlude(
+    x: torch.Tensor, *, p: float = 0.5, sizes: tuple[int, int] = (8, 24), values=(0.0, 0.5), seed=0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of ``x`` with random occluding patches, and the masks of the hidden positions.
+
+    Each sample of ``x`` (N, C, H, W) or (N, C, L) gets, with probability ``p``, one square
+    (or segment) of side uniform in ``sizes`` (inclusive, clipped to the input) at a uniform
+    position, filled on every channel with one of ``values`` chosen uniformly. ``seed`` is an
+    int or a ``torch.Generator``. Returns the occluded copy and bool masks (N, H, W) or (N, L).
+    Used to train ``shapes_cnn_occlusion`` and to test robustness to occlusion. Chapter 03.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x: expected a float tensor (N, C, H, W) or (N, C, L), got {got}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
+    if not (isinstance(sizes, (tuple, list)) and len(sizes) == 2 and all(isinstance(s, int) for s in sizes)) or not (
+        1 <= sizes[0] <= sizes[1]
+    ):
+        raise ValueError(
+            f"sizes: expected (smallest, largest) patch side, two ints with 1 <= smallest <= largest, got {sizes!r}"
+        )
+    if isinstance(values, (int, float)):
+        values = (values,)
+    if not isinstance(values, (tuple, list)) or not values or not all(isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"values: expected a float or a non-empty sequence of floats, got {values!r}")
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    n, spatial = x.shape[0], x.shape[2:]
+    hit = torch.rand(n, generator=g) < p
+    side = torch.randint(sizes[0], sizes[1] + 1, (n,), generator=g).clamp(max=min(spatial))
+    mask = hit.view(n, *[1] * len(spatial))
+    for axis, length in enumerate(spatial):
+        start = (torch.rand(n, generator=g) * (length - side + 1)).long()
+        coord = torch.arange(length).view(1, *[length if a == axis else 1 for a in range(len(spatial))])
+        shape = (n, *[1] * len(spatial))
+        mask = mask & (coord >= start.view(shape)) & (coord < (start + side).view(shape))
+    fill = torch.tensor(values, dtype=x.dtype)[torch.randint(len(values), (n,), generator=g)]
+    mask = mask.to(x.device)
+    occluded = torch.where(mask.unsqueeze(1), fill.to(x.device).view(n, 1, *[1] * len(spatial)), x)
+    return occluded, mask
 
 
 # ----------------------------------------------------------------------------- shipped files

@@ -5,6 +5,9 @@
   additions written ``out += identity``, one ``ReLU(inplace=True)`` reused inside a block).
 - ``shapes_cnn_clever_hans``: ``shapes_cnn`` trained on data where a corner tag
   accompanies one class, so it learns a shortcut.
+- ``shapes_cnn_occlusion``: ``shapes_cnn`` trained with random occluding patches on
+  half of the training images (``data.occlude``), for the robustness claim of chapter 03.
+- ``timeseries_cnn``: a 1-D CNN for the course time series (``data.timeseries``), chapter 03.
 
 ``load(name)`` returns the shipped weights; ``train(name)`` reproduces them
 deterministically on CPU. Introduced in chapter 00.
@@ -83,6 +86,29 @@ def fold_batch_norm(model: ShapesCNN) -> ShapesCNN:
     return plain.eval()
 
 
+class TimeSeriesCNN(nn.Module):
+    """1-D classifier for the course time series (N, 1, 128): conv/ReLU/max-pool blocks, global average pooling.
+
+    The global average over time makes the prediction independent of where the pattern
+    sits. Chapter 03.
+    """
+
+    def __init__(self, n_classes: int = len(data.SERIES_CLASSES)):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, 16, 7, padding=3), nn.ReLU(), nn.MaxPool1d(2),  # 64
+            nn.Conv1d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),  # 32
+            nn.Conv1d(32, 64, 5, padding=2), nn.ReLU(),
+            nn.Conv1d(64, 64, 5, padding=2), nn.ReLU(),  # 32
+        )  # fmt: skip
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Linear(64, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.pool(self.features(x))))
+
+
 class BasicBlock(nn.Module):
     """A torchvision-style residual block: one ReLU module used twice, in-place residual sum. Chapter 00."""
 
@@ -135,6 +161,8 @@ class Recipe:
     build: Callable[..., nn.Module]  # the shipped architecture
     fold: bool = False  # train build(batch_norm=True), ship it with the BatchNorm folded in
     clever_hans: bool = False
+    dataset: str = "shapes"  # a key of DATASETS: the training data
+    occlude: float = 0.0  # share of the training inputs that get a random occluding patch (data.occlude)
     epochs: int = 6
     n_train: int = 10000
     lr: float = 3e-3
@@ -145,7 +173,22 @@ RECIPES = {
     "shapes_cnn": Recipe(ShapesCNN, fold=True),
     "shapes_resnet": Recipe(ShapesResNet),
     "shapes_cnn_clever_hans": Recipe(ShapesCNN, fold=True, clever_hans=True),
+    "shapes_cnn_occlusion": Recipe(ShapesCNN, fold=True, occlude=0.5),
+    "timeseries_cnn": Recipe(TimeSeriesCNN, dataset="timeseries", epochs=10),
 }
+
+
+def _shapes(recipe: Recipe, n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = data.shapes(n, split, seed=seed, clever_hans=recipe.clever_hans)
+    return batch.images, batch.labels
+
+
+def _timeseries(recipe: Recipe, n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = data.timeseries(n, split, seed=seed)
+    return batch.series, batch.labels
+
+
+DATASETS = {"shapes": _shapes, "timeseries": _timeseries}  # name -> (recipe, n, split, seed) -> (inputs, labels)
 
 
 def _check_name(name: str) -> Recipe:
@@ -175,10 +218,14 @@ def _deterministic():
 def train(name: str, seed: int = 0, progress: bool = True) -> nn.Module:
     """Train the course model ``name`` from scratch, deterministically on CPU; returns it in eval mode.
 
-    Each epoch sees freshly generated training images (a new seed per epoch), so
-    the model never sees the same image twice. Chapter 00.
+    Each epoch sees freshly generated training data (a new seed per epoch) from the
+    recipe's ``dataset``, so the model never sees the same input twice; with
+    ``recipe.occlude > 0`` that share of each batch gets a random patch (``data.occlude``,
+    gray or black squares of side 8 to 24). Chapter 00.
     """
     recipe = _check_name(name)
+    if recipe.dataset not in DATASETS:
+        raise ValueError(f"recipe {name!r}: dataset expected one of {sorted(DATASETS)}, got {recipe.dataset!r}")
     with _deterministic():
         torch.manual_seed(seed)
         model = recipe.build(batch_norm=True) if recipe.fold else recipe.build()
@@ -187,13 +234,17 @@ def train(name: str, seed: int = 0, progress: bool = True) -> nn.Module:
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=steps)
         g = torch.Generator().manual_seed(seed)
         bar = tqdm(total=steps, desc=f"train {name}", disable=not progress)
+        occluder = torch.Generator().manual_seed(seed)  # its own stream: the other recipes stay as they were
         for epoch in range(recipe.epochs):
-            batch = data.shapes(recipe.n_train, "train", seed=1000 * seed + epoch, clever_hans=recipe.clever_hans)
+            inputs, labels = DATASETS[recipe.dataset](recipe, recipe.n_train, "train", 1000 * seed + epoch)
             order = torch.randperm(recipe.n_train, generator=g)
             model.train()
             for i in range(recipe.n_train // recipe.batch_size):
                 idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-                loss = nn.functional.cross_entropy(model(batch.images[idx]), batch.labels[idx])
+                x = inputs[idx]
+                if recipe.occlude:
+                    x = data.occlude(x, p=recipe.occlude, seed=occluder)[0]
+                loss = nn.functional.cross_entropy(model(x), labels[idx])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

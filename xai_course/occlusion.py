@@ -1,0 +1,578 @@
+"""Occlusion: hide part of the input, watch the output drop, credit what was hidden.
+
+All five methods share that idea and differ in what they hide and how they average:
+
+- **Sliding window** (Zeiler & Fergus 2014). A square of side ``window`` (a segment in a series) is moved
+  with step ``stride`` and filled with a value; for the target logit S_c the drop
+  d_w = S_c(x) - S_c(x with window w hidden) is credited to every pixel of window w, and a pixel's attribution
+  is the mean drop over the windows that cover it. Windows start at 0, stride, 2 stride, ... until the axis is
+  covered (the last one may be cut off by the border), as in Captum's ``Occlusion``.
+- **Overlay**: the same, but the hidden window shows the corresponding patch of another image (the survey's
+  figure 2).
+- **RISE** (Petsiuk, Das & Saenko 2018). N random soft masks M_i: a Bernoulli(p) grid of s x s cells, resized
+  bilinearly to (s + 1) cells of ceil(H / s) pixels and cropped at a random shift; with the softmax
+  probability P_c,
+  S_c(lambda) = 1 / (N p) sum_i P_c(x * M_i) M_i(lambda),
+  a Monte-Carlo estimate of E[P_c(x * M) | M(lambda) = 1].
+- **SIDU** (Muddamsetty, Jahromi, Ciontos, Fenoy & Moeslund 2021; Pattern Recognition 2022). One mask per
+  feature map A_k of a chosen layer: B_k = 1[A_k > threshold], resized bilinearly to the input. With the
+  softmax vectors P = P(x) and P_k = P(x * M_k), the similarity difference
+  SD_k = exp(-(P_c - P_k,c)^2 / (2 sigma^2)) and the uniqueness U_k = sum_j ||P_k - P_j|| (min-max scaled to
+  [0, 1]) weight the masks: S_c = 1/K sum_k SD_k U_k M_k.
+- **TimeREISE** (Mercier, Dengel & Ahmed 2022) for series (N, C, L): RISE masks drawn per channel for every
+  combination of a density p and a number of slices (granularity), and the sum of the scores weighted by the
+  masks divided by how often each point was kept, S = sum_i P_c(x * m_i) m_i / sum_i m_i, min-max scaled to
+  [0, 1].
+
+By default masked positions take the value 0 in whatever space the model sees (RISE's convention): black for
+the course images in [0, 1], the mean level for the zero-mean course series; ``value`` changes it. Every
+method runs the model in eval mode under ``torch.no_grad()`` inside ``core.model_guard``, evaluates
+``batch_size`` perturbed inputs per forward pass and builds them batch by batch, so memory does not grow with
+the number of windows or masks. Random masks are drawn ``MASK_CHUNK`` at a time, each chunk from its own
+generator seeded by (seed, chunk): the same seed gives the same masks whatever ``batch_size``.
+Introduced in chapter 03.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from itertools import product
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .core import (
+    _describe,
+    batch_slices,
+    check_input,
+    check_model,
+    check_positive_int,
+    model_guard,
+    output_like,
+    predict,
+    resolve_target,
+)
+
+BATCH_SIZE = 64  # perturbed inputs per forward pass
+MASK_CHUNK = 256  # random masks per generator; results do not depend on batch_size
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_spatial(x: torch.Tensor, one_d: bool = False) -> None:
+    layout = "(N, C, L)" if one_d else "(N, C, H, W) or (N, C, L)"
+    if x.ndim not in ((3,) if one_d else (3, 4)):
+        raise ValueError(f"x: expected inputs {layout} (or one unbatched sample), got {_describe(x)}")
+
+
+def _check_probability(name: str, p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+        raise ValueError(f"{name}: expected a probability in (0, 1], got {_describe(p)}")
+    return float(p)
+
+
+def _check_float(name: str, value, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name}: expected a finite float, got {_describe(value)}")
+    if positive and value <= 0:
+        raise ValueError(f"{name}: expected a float > 0, got {value}")
+    return float(value)
+
+
+def _base_seed(seed) -> int:
+    """A non-negative int from ``seed`` (an int, or a ``torch.Generator`` that draws one)."""
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(2**62, (1,), generator=seed))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int or a torch.Generator, got {_describe(seed)}")
+    return seed
+
+
+def _fill(value, x: torch.Tensor, name: str, allow_constant: bool = True) -> torch.Tensor:
+    """The values hidden positions take, a tensor of the shape of ``x``: a float, "mean" or a tensor."""
+    if allow_constant and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.full_like(x, float(value))
+    if allow_constant and isinstance(value, str) and value == "mean":
+        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
+    expected = f"a float tensor broadcastable to {tuple(x.shape)} (one sample {tuple(x.shape[1:])} or a batch)"
+    if allow_constant:
+        expected = f"a float, 'mean' or {expected}"
+    if isinstance(value, str) and allow_constant:
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
+    try:
+        filled = value.detach().to(x).expand_as(x)
+    except RuntimeError:
+        raise ValueError(f"{name}: expected {expected}, got {_describe(value)}") from None
+    if not torch.isfinite(filled).all():
+        raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
+    return filled
+
+
+def _forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The model on a batch of perturbed inputs; images go channels-last (faster convolutions on a CPU)."""
+    if inputs.ndim == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return model(inputs)
+
+
+# ----------------------------------------------------------------------------- sliding window and overlay
+
+
+def window_starts(length: int, window: int, stride: int) -> torch.Tensor:
+    """Start of every window along an axis of ``length``: 0, stride, ... until the axis is covered. Chapter 03."""
+    return torch.arange(math.ceil((length - window) / stride) + 1) * stride
+
+
+def _window_masks(index: torch.Tensor, counts: list[int], window: int, stride: int, spatial) -> torch.Tensor:
+    """Bool masks (b, *spatial) of the windows with flat indices ``index`` (last axis fastest)."""
+    mask = torch.ones(len(index), *[1] * len(spatial), dtype=torch.bool)
+    for axis in reversed(range(len(spatial))):
+        start = (index % counts[axis]) * stride
+        index = index // counts[axis]
+        shape = [-1 if a == axis else 1 for a in range(len(spatial))]
+        coord = torch.arange(spatial[axis]).view(1, *shape)
+        start = start.view(-1, *[1] * len(spatial))
+        mask = mask & (coord >= start) & (coord < start + window)
+    return mask
+
+
+def _window_drops(model, x, fill, score, target, window, stride, batch_size) -> torch.Tensor:
+    """d_w = S_c(x) - S_c(x with window w filled) for every image and window, shape (N, *counts)."""
+    spatial = x.shape[2:]
+    counts = [len(window_starts(n, window, stride)) for n in spatial]
+    k = math.prod(counts)
+    drops = torch.empty(x.shape[0] * k, dtype=x.dtype, device=x.device)
+    for part in batch_slices(len(drops), batch_size):
+        pair = torch.arange(part.start, part.stop)
+        n, w = pair // k, pair % k
+        hidden = _window_masks(w, counts, window, stride, spatial).unsqueeze(1).to(x.device)
+        inputs = torch.where(hidden, fill[n], x[n])
+        drops[part] = score[n] - _forward(model, inputs).gather(1, target[n][:, None])[:, 0]
+    return drops.view(x.shape[0], *counts)
+
+
+def _spread_windows(drops: torch.Tensor, window: int, stride: int, spatial) -> torch.Tensor:
+    """Mean of the drops of the windows covering each position, (N, 1, *spatial): a transposed convolution."""
+    transposed = F.conv_transpose2d if len(spatial) == 2 else F.conv_transpose1d
+    ones = torch.ones(1, 1, *[window] * len(spatial), dtype=drops.dtype, device=drops.device)
+    crop = (..., *[slice(0, n) for n in spatial])
+    total = transposed(drops.unsqueeze(1), ones, stride=stride)[crop]
+    count = transposed(torch.ones_like(drops[:1]).unsqueeze(1), ones, stride=stride)[crop]
+    return total / count
+
+
+def _occlusion(model, x, target, window, stride, value, name, batch_size, allow_constant=True) -> torch.Tensor:
+    check_model(model)
+    x, unbatched = check_input(model, x)
+    _check_spatial(x)
+    for key, number in (("window", window), ("stride", stride), ("batch_size", batch_size)):
+        check_positive_int(key, number)
+    if window > min(x.shape[2:]):
+        raise ValueError(f"window: expected at most the input's smallest side {min(x.shape[2:])}, got {window}")
+    if stride > window:
+        raise ValueError(f"stride: expected at most window = {window}, so that every position is hidden, got {stride}")
+    fill = _fill(value, x, name, allow_constant)
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        logits = predict(model, x, batch_size)
+        target = resolve_target(target, logits)
+        score = logits.gather(1, target[:, None])[:, 0]
+        drops = _window_drops(model, x, fill, score, target, window, stride, batch_size)
+    attribution = _spread_windows(drops, window, stride, x.shape[2:]).expand_as(x)
+    return output_like(attribution, x, unbatched)
+
+
+def sliding_window(
+    model: nn.Module,
+    x: torch.Tensor,
+    target=None,
+    *,
+    window: int = 8,
+    stride: int = 4,
+    value=0.0,
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """Occlusion sensitivity with a sliding window (Zeiler & Fergus 2014).
+
+    Parameters
+    ----------
+    model, x, target : the calling contract; ``x`` holds images (N, C, H, W) or series (N, C, L).
+    window : side of the square (length of the segment) hidden on all channels at once.
+    stride : step between windows, at most ``window``.
+    value : what the window shows: a float, ``"mean"`` (each image's mean colour) or a tensor
+        broadcastable to ``x`` (e.g. a blurred copy).
+    batch_size : occluded inputs per forward pass.
+
+    Returns
+    -------
+    The mean drop of the target logit over all windows covering each position, the same on every
+    channel; equal to Captum's ``Occlusion`` with ``sliding_window_shapes=(C, window, window)``,
+    ``strides=(C, stride, stride)`` and ``baselines=value``. Chapter 03.
+    """
+    return _occlusion(model, x, target, window, stride, value, "value", batch_size)
+
+
+def overlay(
+    model: nn.Module,
+    x: torch.Tensor,
+    target=None,
+    *,
+    occluder: torch.Tensor,
+    window: int = 8,
+    stride: int = 4,
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """Occlusion by pasting, window by window, the corresponding patch of another image.
+
+    Parameters
+    ----------
+    model, x, target : the calling contract.
+    occluder : the image (C, H, W) whose patches cover ``x``, or one per image (N, C, H, W).
+    window, stride, batch_size : as in ``sliding_window``.
+
+    Returns
+    -------
+    The mean drop of the target logit over the windows covering each position: ``sliding_window``
+    with ``value=occluder``. Chapter 03.
+    """
+    return _occlusion(model, x, target, window, stride, occluder, "occluder", batch_size, allow_constant=False)
+
+
+# ----------------------------------------------------------------------------- random masks
+
+
+def _masked(x_n: torch.Tensor, fill_n: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """x * M + (1 - M) * fill for masks (b, *spatial) shared by the channels; exactly x * M when the fill is 0.
+
+    Images are written channels-last, the layout ``_forward`` feeds the model.
+    """
+    layout = torch.channels_last if x_n.ndim == 3 else torch.contiguous_format
+    out = torch.empty(masks.shape[0], *x_n.shape, dtype=x_n.dtype, device=x_n.device, memory_format=layout)
+    return torch.addcmul(fill_n, masks.unsqueeze(1), x_n - fill_n, out=out)
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear(n_in: int, n_out: int) -> torch.Tensor:
+    """The (n_out, n_in) matrix of a bilinear resize with mirrored borders.
+
+    Output sample j reads input position (j + 1/2) n_in / n_out - 1/2 (pixel centres aligned), and
+    position -1 is position 1: scikit-image's ``resize(order=1, mode="reflect")``.
+    """
+    source = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5
+    left = source.floor()
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    for index, weight in ((left, 1 - (source - left)), (left + 1, source - left)):
+        period = max(2 * (n_in - 1), 1)
+        index = index.long().abs() % period
+        index = torch.where(index >= n_in, period - index, index)  # mirror: -1 -> 1, n_in -> n_in - 2
+        matrix.index_put_((rows, index), weight, accumulate=True)
+    return matrix
+
+
+def resize(maps: torch.Tensor, size, *, up=None, shifts=None) -> torch.Tensor:
+    """Resize maps (k, *small) bilinearly to ``up`` (default ``size``) and crop ``size`` at ``shifts``.
+
+    ``shifts`` (k, d) holds each map's crop offset along each axis (default 0). Bilinear with
+    mirrored borders, as scikit-image's ``resize(order=1, mode="reflect")`` used by the RISE and
+    SIDU reference code. One small matrix product per axis. Chapter 03.
+    """
+    up = tuple(size) if up is None else tuple(up)
+    k = maps.shape[0]
+    out = maps
+    for axis, (n, n_up) in enumerate(zip(size, up)):
+        n_in = maps.shape[axis + 1]
+        rows = torch.arange(n).view(1, n)
+        if shifts is not None:
+            rows = rows + shifts[:, axis : axis + 1].cpu()
+        matrix = _bilinear(n_in, n_up).to(maps)[rows].transpose(1, 2)  # (k or 1, n_in, n)
+        moved = out.movedim(axis + 1, -1)
+        out = (moved.reshape(k, -1, n_in) @ matrix).reshape(*moved.shape[:-1], n).movedim(-1, axis + 1)
+    return out
+
+
+def _chunk_generator(seed: int, stream: int, chunk: int) -> torch.Generator:
+    entropy = np.random.SeedSequence([seed, stream, chunk]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+
+
+def _draw(seed: int, stream: int, part: slice, grid: tuple, highs: tuple, p: float):
+    """Low-resolution masks ``part`` of a stream: Bernoulli(p) grids (k, *grid) and shifts (k, len(highs)).
+
+    Drawn ``MASK_CHUNK`` at a time, each chunk from its own generator, so mask i is the same
+    whatever slices it is asked for in.
+    """
+    first, last = part.start // MASK_CHUNK, (part.stop - 1) // MASK_CHUNK
+    grids, shifts = [], []
+    for chunk in range(first, last + 1):
+        g = _chunk_generator(seed, stream, chunk)
+        grids.append(torch.rand(MASK_CHUNK, *grid, generator=g) < p)
+        shifts.append((torch.rand(MASK_CHUNK, len(highs), generator=g) * torch.tensor(highs)).long())
+    pick = slice(part.start - first * MASK_CHUNK, part.stop - first * MASK_CHUNK)
+    return torch.cat(grids)[pick].float(), torch.cat(shifts)[pick]
+
+
+def rise_masks(size, n_masks: int, *, grid: int = 8, p: float = 0.5, seed=0, start: int = 0) -> torch.Tensor:
+    """RISE masks ``start`` to ``start + n_masks - 1`` for inputs of spatial ``size`` (H, W) or (L,).
+
+    Each mask: a Bernoulli(``p``) grid of ``grid`` cells per axis, resized bilinearly to
+    (grid + 1) * ceil(n / grid) samples per axis, cropped at a random shift in [0, ceil(n / grid)).
+    Soft values in [0, 1]; exactly the masks ``rise`` uses with the same ``seed``. Chapter 03.
+    """
+    if not isinstance(size, (tuple, list, torch.Size)) or len(size) not in (1, 2):
+        raise TypeError(f"size: expected the spatial size (H, W) or (L,), got {_describe(size)}")
+    size = tuple(check_positive_int("size", n) for n in size)
+    check_positive_int("n_masks", n_masks)
+    check_positive_int("grid", grid)
+    check_positive_int("start", start, minimum=0)
+    p = _check_probability("p", p)
+    cells = tuple(math.ceil(n / grid) for n in size)
+    grids, shifts = _draw(_base_seed(seed), 0, slice(start, start + n_masks), (grid,) * len(size), cells, p)
+    return resize(grids, size, up=tuple((grid + 1) * c for c in cells), shifts=shifts)
+
+
+# ----------------------------------------------------------------------------- RISE
+
+
+def _rise_one(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torch.Tensor:
+    """RISE saliency (*spatial) of one input for class t, accumulated batch by batch in float64."""
+    saliency = torch.zeros(x_n.shape[1:], dtype=torch.float64, device=x_n.device)
+    for part in batch_slices(n_masks, batch_size):
+        masks = rise_masks(x_n.shape[1:], part.stop - part.start, grid=grid, p=p, seed=seed, start=part.start)
+        masks = masks.to(x_n)
+        scores = F.softmax(_forward(model, _masked(x_n, fill_n, masks)), dim=1)[:, t]
+        saliency += torch.tensordot(scores.double(), masks.double(), dims=1)
+    return saliency / (n_masks * p)
+
+
+def rise(
+    model: nn.Module,
+    x: torch.Tensor,
+    target=None,
+    *,
+    n_masks: int = 4000,
+    grid: int = 8,
+    p: float = 0.5,
+    value=0.0,
+    seed=0,
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """RISE: randomized input sampling for explanation (Petsiuk, Das & Saenko 2018).
+
+    Parameters
+    ----------
+    model, x, target : the calling contract; images (N, C, H, W) or series (N, C, L).
+    n_masks : number N of random masks (the paper uses 4000 to 8000).
+    grid : cells s per axis of the low-resolution Bernoulli grid.
+    p : probability that a cell is kept.
+    value : what masked positions show, x * M + (1 - M) * value: 0.0 as in the reference code (black
+        for the course images), ``"mean"`` (each image's mean colour), another float or a tensor.
+    seed : int or ``torch.Generator``; the same seed gives the same masks for every image.
+    batch_size : masked inputs per forward pass; does not change the result.
+
+    Returns
+    -------
+    S_c = 1 / (N p) sum_i P_c(x * M_i) M_i with the softmax probability P_c and the masks of
+    ``rise_masks``, the same map on every channel. Chapter 03.
+    """
+    check_model(model)
+    x, unbatched = check_input(model, x)
+    _check_spatial(x)
+    for name, number in (("n_masks", n_masks), ("grid", grid), ("batch_size", batch_size)):
+        check_positive_int(name, number)
+    p, seed, fill = _check_probability("p", p), _base_seed(seed), _fill(value, x, "value")
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        target = resolve_target(target, predict(model, x, batch_size))
+        maps = [
+            _rise_one(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size)
+            for x_n, fill_n, t in zip(x, fill, target.tolist())
+        ]
+    return output_like(torch.stack(maps).unsqueeze(1).expand_as(x), x, unbatched)
+
+
+# ----------------------------------------------------------------------------- SIDU
+
+
+def _check_layer(model: nn.Module, layer) -> nn.Module:
+    names = [name for name, _ in model.named_modules() if name]
+    example = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+    if isinstance(layer, str):
+        if layer in names:
+            return model.get_submodule(layer)
+        raise ValueError(f"layer: expected the name of a sub-module of model ({example}), got {layer!r}")
+    if isinstance(layer, nn.Module) and any(layer is m for m in model.modules()):
+        return layer
+    raise TypeError(f"layer: expected a sub-module of model or its name ({example}), got {_describe(layer)}")
+
+
+def feature_maps(model: nn.Module, x: torch.Tensor, layer, batch_size: int = BATCH_SIZE):
+    """The logits of ``model`` on ``x`` and the output of ``layer`` (a sub-module or its name). Chapter 03."""
+    check_model(model)
+    x, _ = check_input(model, x)
+    module = _check_layer(model, layer)
+    captured = []
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        module.register_forward_hook(lambda m, inputs, output: captured.append(output))
+        logits = predict(model, x, batch_size)
+    n_calls = math.ceil(x.shape[0] / batch_size)
+    if len(captured) != n_calls:
+        raise ValueError(f"layer: expected a layer run once per forward pass, got one run {len(captured)} times")
+    if not all(isinstance(a, torch.Tensor) and a.ndim == x.ndim for a in captured):
+        raise ValueError(f"layer: expected an output of shape (N, K, *spatial) like x's, got {_describe(captured[0])}")
+    return logits, torch.cat(captured)
+
+
+def _sidu_one(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) -> torch.Tensor:
+    """SIDU saliency (*spatial) of one input for class t from its feature maps ``a`` (K, *small)."""
+    scale = a.flatten(1).amax(1).view(-1, *[1] * (a.ndim - 1)) if relative else 1.0
+    binary = (a > threshold * scale).to(x_n.dtype)
+    p_x = F.softmax(model(x_n[None]), dim=1)[0].double()
+    probs = []
+    for part in batch_slices(a.shape[0], batch_size):
+        masks = resize(binary[part], x_n.shape[1:])
+        probs.append(F.softmax(_forward(model, _masked(x_n, fill_n, masks)), dim=1).double())
+    probs = torch.cat(probs)
+    similarity = torch.exp(-((p_x[t] - probs[:, t]) ** 2) / (2 * sigma**2))
+    uniqueness = torch.cdist(probs, probs).sum(1)
+    uniqueness = (uniqueness - uniqueness.min()) / (uniqueness.max() - uniqueness.min() + 1e-13)
+    weights = (similarity * uniqueness).view(-1, *[1] * (a.ndim - 1))
+    return resize((weights * binary.double()).sum(0, keepdim=True), x_n.shape[1:])[0] / a.shape[0]
+
+
+def sidu(
+    model: nn.Module,
+    x: torch.Tensor,
+    target=None,
+    *,
+    layer,
+    threshold: float = 0.5,
+    relative: bool = True,
+    sigma: float = 0.25,
+    value=0.0,
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """SIDU: similarity difference and uniqueness (Muddamsetty et al. 2021, 2022).
+
+    Parameters
+    ----------
+    model, x, target : the calling contract; images (N, C, H, W) or series (N, C, L).
+    layer : the sub-module (or its name) whose K feature maps give the masks, usually the last
+        convolutional block (e.g. ``"features"`` of ``ShapesCNN``).
+    threshold : a feature map's mask is 1 where the activation exceeds ``threshold``. With
+        ``relative=True`` (default) the threshold is a fraction of that map's maximum on this input,
+        so multiplying the activations by any positive factor changes nothing; a map without
+        positive activation gives an empty mask. ``relative=False`` compares raw activations with
+        ``threshold``, as the reference code does with 0.5, which gives all-empty or all-full masks
+        when the layer's scale differs from the one it was tuned for.
+    sigma : kernel width of the similarity difference (0.25 in the paper).
+    value : what masked positions show, as in ``rise`` (0.0 in the reference code).
+    batch_size : masked inputs per forward pass.
+
+    Returns
+    -------
+    S_c = 1/K sum_k SD_k,c U_k M_k (the reference code's extra factor 1 / p1 = 2 left out), the same
+    map on every channel. Chapter 03.
+    """
+    check_model(model)
+    x, unbatched = check_input(model, x)
+    _check_spatial(x)
+    check_positive_int("batch_size", batch_size)
+    threshold, sigma = _check_float("threshold", threshold), _check_float("sigma", sigma, positive=True)
+    if not isinstance(relative, bool):
+        raise TypeError(f"relative: expected True or False, got {_describe(relative)}")
+    fill = _fill(value, x, "value")
+    logits, features = feature_maps(model, x, layer, batch_size)
+    target = resolve_target(target, logits)
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        maps = [
+            _sidu_one(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size)
+            for x_n, fill_n, a, t in zip(x, fill, features, target.tolist())
+        ]
+    return output_like(torch.stack(maps).unsqueeze(1).expand_as(x), x, unbatched)
+
+
+# ----------------------------------------------------------------------------- TimeREISE
+
+
+def _check_values(name: str, values, check) -> tuple:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)) or not values:
+        raise TypeError(f"{name}: expected a non-empty tuple, got {_describe(values)}")
+    return tuple(check(name, v) for v in values)
+
+
+def _timereise_one(model, x_n, fill_n, t, n_masks, probabilities, slices, seed, batch_size) -> torch.Tensor:
+    """TimeREISE saliency (C, L) of one series for class t, before the min-max scaling."""
+    (c, length), total = x_n.shape, torch.zeros(x_n.shape, dtype=torch.float64, device=x_n.device)
+    occurrence = torch.zeros_like(total)
+    for stream, (p, s) in enumerate(product(probabilities, slices)):
+        cell = math.ceil(length / s)
+        for part in batch_slices(n_masks, batch_size):
+            grids, shifts = _draw(seed, stream, part, (c, s), (cell,) * c, p)
+            masks = resize(grids.flatten(0, 1), (length,), up=((s + 1) * cell,), shifts=shifts.view(-1, 1))
+            masks = masks.view(-1, c, length).to(x_n)
+            scores = F.softmax(model(fill_n + masks * (x_n - fill_n)), dim=1)[:, t].double()
+            total += torch.tensordot(scores, masks.double(), dims=1)
+            occurrence += masks.double().sum(0)
+    return torch.where(occurrence > 0, total / occurrence.clamp(min=1e-12), 0.0)
+
+
+def timereise(
+    model: nn.Module,
+    x: torch.Tensor,
+    target=None,
+    *,
+    n_masks: int = 200,
+    probabilities=(0.2, 0.5, 0.8),
+    slices=(8, 16, 32),
+    value=0.0,
+    seed=0,
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """TimeREISE: randomized evolving input sample explanation for time series (Mercier et al. 2022).
+
+    Parameters
+    ----------
+    model, x, target : the calling contract; series (N, C, L).
+    n_masks : masks per combination of a probability and a number of slices (the total is
+        ``n_masks * len(probabilities) * len(slices)``).
+    probabilities : densities p: the share of slices kept.
+    slices : granularities s: each channel's mask is a Bernoulli(p) vector of s slices, resized
+        linearly to (s + 1) ceil(L / s) samples and cropped at a random shift (RISE's recipe in one
+        dimension, drawn independently per channel; the paper's exact smoothing is not specified).
+    value : what masked points show, as in ``rise`` (0.0: the mean level of the course series).
+    seed : int or ``torch.Generator``.
+    batch_size : masked series per forward pass; does not change the result.
+
+    Returns
+    -------
+    S = sum_i P_c(x * m_i) m_i / sum_i m_i (each point's mean score over the masks, weighted by how
+    much they keep it), min-max scaled to [0, 1] per series; shape (N, C, L). Chapter 03.
+    """
+    check_model(model)
+    x, unbatched = check_input(model, x)
+    _check_spatial(x, one_d=True)
+    check_positive_int("n_masks", n_masks)
+    check_positive_int("batch_size", batch_size)
+    probabilities = _check_values("probabilities", probabilities, _check_probability)
+    slices = _check_values("slices", slices, check_positive_int)
+    seed, fill = _base_seed(seed), _fill(value, x, "value")
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        target = resolve_target(target, predict(model, x, batch_size))
+        maps = torch.stack(
+            [
+                _timereise_one(model, x_n, fill_n, t, n_masks, probabilities, slices, seed, batch_size)
+                for x_n, fill_n, t in zip(x, fill, target.tolist())
+            ]
+        )
+    low = maps.flatten(1).amin(1).view(-1, 1, 1)
+    span = maps.flatten(1).amax(1).view(-1, 1, 1) - low
+    return output_like(torch.where(span > 0, (maps - low) / span.clamp(min=1e-300), 0.0), x, unbatched)
