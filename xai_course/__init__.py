@@ -1,10 +1,11 @@
 """xai_course: the methods of the course "Explaining CNNs", one module per chapter.
 
 Import the modules you need (``import xai_course as xc`` gives them all):
-``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``.
+``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``,
+``occlusion``, ``inversion``.
 """
 
-from . import core, data, evaluate, gradient, lrp, models, plot, shap, widgets
+from . import core, data, evaluate, gradient, inversion, lrp, models, occlusion, plot, shap, widgets
 
-__all__ = ["core", "data", "evaluate", "gradient", "lrp", "models", "plot", "shap", "widgets"]
+__all__ = ["core", "data", "evaluate", "gradient", "inversion", "lrp", "models", "occlusion", "plot", "shap", "widgets"]
 __version__ = "0.1.0"

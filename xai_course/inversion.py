@@ -1,0 +1,983 @@
+"""Inversion: rebuilding the input from what a layer keeps.
+
+phi(x) is the output of one module of the model (a "layer", named as in ``model.named_modules()``),
+captured with a forward hook that stops the forward pass there. Three ways to go back from phi to x:
+
+- **Optimization** (Mahendran & Vedaldi 2015, "Understanding deep image representations by inverting
+  them"). Starting from noise, find
+
+      x* = argmin_{x in [0, 1]^(C x H x W)}  ||phi(x) - phi0||^2 / ||phi0||^2 + lambda_alpha R_alpha(x)
+                                                                              + lambda_V R_V^beta(x)
+
+  with the alpha-norm prior R_alpha(x) = mean |(x - 1/2) / B|^alpha, B = 1/2 (the image centred and scaled
+  by half the pixel range, as the paper's mean-subtracted images scaled by B), and the total-variation prior
+  R_V^beta(x) = mean_{c,i,j} ((x_{c,i,j+1} - x_{c,i,j})^2 + (x_{c,i+1,j} - x_{c,i,j})^2)^(beta/2) with
+  forward differences and replicate boundary (deep-goggle's choice); both averaged over the C H W values, so
+  their weights do not depend on the image size. The paper uses alpha = 6 and beta = 2 for CNNs. The
+  reconstruction is kept in the valid pixel range [0, 1] by projection: after every Adam step the pixels are
+  clamped to [0, 1] (projected gradient descent). A sigmoid parametrization would also keep the range but
+  slows pixels near 0 and 1 down, and the course images have many of those.
+- **A trained decoder** (Dosovitskiy & Brox 2016, "Inverting visual representations with convolutional
+  networks"): a small network f(phi(x), w) trained with the pixel MSE sum_i ||x_i - f(phi(x_i), w)||^2 on
+  images, which learns the expected pre-image E[x | phi(x)]. Its upsampling is either a resize-convolution
+  (nearest-neighbour x2, then a 3x3 convolution) or a stride-2 transposed convolution whose kernel (3 or 5)
+  is not divisible by the stride, which gives the checkerboard artifact (Odena, Dumoulin & Olah 2016);
+  ``checkerboard`` measures it.
+- **A prediction-vector attack** (Yang, Zhang, Chang & Liang 2019, "Neural network inversion in adversarial
+  setting via background knowledge alignment"): an inversion network from the released softmax vector to the
+  image, trained on auxiliary data the attacker owns; the vector may be truncated to its top-k entries.
+
+Every reconstruction comes with its relative feature error ||phi(x*) - phi(x)|| / ||phi(x)||, its pixel error
+(root mean square over the C H W values) and its SSIM (Wang, Bovik, Sheikh & Simoncelli 2004) against the
+original (``Inversion``). The model is never changed (``core.model_guard``): it runs in eval mode with its
+parameters frozen, and the hooks are removed. Introduced in chapter 04.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import data, models
+from .core import _describe, batch_slices, check_input, check_model, check_positive_int, model_guard
+from .models import _deterministic
+
+LOW, HIGH = 0.0, 1.0  # the valid pixel range of the course images
+STEPS = 200  # default optimization steps (shapes_cnn, first block: relative feature error < 0.1 well before)
+LR = 0.1  # Adam step size in pixel units, decayed to zero by a cosine schedule
+TV_WEIGHT = 2.0  # lambda_V, for the priors averaged over pixels
+ALPHA_WEIGHT = 0.05  # lambda_alpha
+LEAKY_SLOPE = 0.2  # negative slope of the decoders' leaky ReLUs (Dosovitskiy & Brox)
+YANG_C = 50.0  # the constant c added to the log-probabilities (Yang et al.'s repository)
+UPSAMPLING = ("resize_conv", "transposed")
+OPTIMIZERS = ("adam", "sgd")  # sgd: with momentum 0.9, as Mahendran & Vedaldi
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
+    """Raise unless ``value`` is a real number >= ``minimum`` (> with ``strict``)."""
+    relation = ">" if strict else ">="
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name}: expected a finite number {relation} {minimum}, got {_describe(value)}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name}: expected a number {relation} {minimum}, got {value}")
+    return float(value)
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed: expected a non-negative int, got {_describe(seed)}")
+    if seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed}")
+    return seed
+
+
+def _check_images(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, bool]:
+    """``check_input`` for images (N, C, H, W) whose values lie in the valid pixel range."""
+    x, unbatched = check_input(model, x, name)
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected images (N, C, H, W) or (C, H, W), got {_describe(x)}")
+    if x.min() < LOW or x.max() > HIGH:
+        raise ValueError(
+            f"{name}: expected pixel values in [{LOW}, {HIGH}], got values in [{x.min().item():.3g}, "
+            f"{x.max().item():.3g}]"
+        )
+    return x, unbatched
+
+
+def _images_of(data, model: nn.Module, name: str) -> torch.Tensor:
+    """The images of ``data``: a float tensor (N, C, H, W) or an object with ``.images`` (``data.Shapes``)."""
+    images = getattr(data, "images", data)
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name}: expected images (N, C, H, W) or a data.Shapes batch, got {_describe(data)}")
+    return _check_images(model, images, name)[0]
+
+
+# ----------------------------------------------------------------------------- features of a layer
+
+
+class _Captured(Exception):
+    """Raised by the capture hook: it carries the layer's output and stops the forward pass there."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The names ``layer`` accepts: every sub-module of ``model`` (``model.named_modules()``). Chapter 04."""
+    check_model(model)
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _module(model: nn.Module, layer) -> nn.Module:
+    """The sub-module called ``layer``, or an error listing the valid names."""
+    if not isinstance(layer, str):
+        raise TypeError(f"layer: expected a module name (str) from model.named_modules(), got {_describe(layer)}")
+    modules = dict(model.named_modules())
+    if not layer or layer not in modules:
+        raise ValueError(f"layer: expected one of the module names {layer_names(model)}, got {layer!r}")
+    return modules[layer]
+
+
+def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """phi(x): the output of ``module`` at its first call, the rest of the forward pass skipped."""
+
+    def capture(m, args, output):
+        raise _Captured(output)
+
+    handle = module.register_forward_hook(capture)
+    try:
+        model(x)
+    except _Captured as captured:
+        if not isinstance(captured.output, torch.Tensor):
+            raise NotImplementedError(
+                f"layer {layer} ({type(module).__name__}) returns {_describe(captured.output)}; "
+                "supported are layers that return one tensor"
+            ) from None
+        return captured.output
+    finally:
+        handle.remove()
+    raise ValueError(f"layer: {layer!r} is never called in the model's forward pass")
+
+
+def features(model, x, layer: str) -> torch.Tensor:
+    """phi(x), the output of the module ``layer`` on ``x``, detached (no gradients, model in eval mode). Chapter 04."""
+    check_model(model)
+    module = _module(model, layer)
+    x, unbatched = check_input(model, x)
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        phi = _features(model, module, x, layer).detach()
+    return phi[0] if unbatched else phi
+
+
+_PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd)
+_MIXING = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _units(module: nn.Module, prefix: str = ""):
+    """(name, module) of the children, descending into containers (Sequential, ModuleList, ModuleDict)."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            yield from _units(child, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", child
+
+
+def blocks(model, x) -> list[str]:
+    """The default layers of ``reconstruct_layers``: the output of every block of ``model``.
+
+    The model's units are its children, looking inside containers (``nn.Sequential``, ...), in the order of
+    their first call on ``x[:1]``. A block starts at each unit holding a convolution or a linear layer and
+    ends at the last unit called before the next block starts (or the last unit called), skipping units that
+    only reshape (Flatten, Identity, Dropout). For ``ShapesCNN``: the three max-pools, the ReLU between the
+    two 64-channel convolutions, the hidden ReLU of the classifier and the logits. Chapter 04.
+    """
+    check_model(model)
+    x, _ = check_input(model, x)
+    units = dict(_units(model))
+    order: list[str] = []
+
+    def record(name):
+        return lambda m, args: None if name in order else order.append(name)
+
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        for name, unit in units.items():
+            unit.register_forward_pre_hook(record(name))
+        model(x[:1])
+    starts = [i for i, name in enumerate(order) if any(isinstance(m, _MIXING) for m in units[name].modules())]
+    ends = []
+    for k, start in enumerate(starts):
+        stop = starts[k + 1] if k + 1 < len(starts) else len(order)
+        kept = [name for name in order[start:stop] if not isinstance(units[name], _PASS_THROUGH)]
+        ends.append(kept[-1])
+    return ends
+
+
+# ----------------------------------------------------------------------------- priors and metrics
+
+
+def _per_image(x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, bool]:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
+        raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (C, H, W), got {_describe(x)}")
+    return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
+
+
+def alpha_prior(x: torch.Tensor, alpha: float = 6) -> torch.Tensor:
+    """R_alpha(x) = mean |(x - 1/2) / (1/2)|^alpha over each image's C H W values (Mahendran & Vedaldi).
+
+    Images in [0, 1] give values in [0, 1]; shape (N,) for x (N, C, H, W), a scalar for (C, H, W). Chapter 04.
+    """
+    alpha = _check_number("alpha", alpha, 1.0)
+    x, unbatched = _per_image(x)
+    centre, half = (LOW + HIGH) / 2, (HIGH - LOW) / 2
+    r = ((x - centre) / half).abs().pow(alpha).flatten(1).mean(1)
+    return r[0] if unbatched else r
+
+
+def total_variation(x: torch.Tensor, beta: float = 2) -> torch.Tensor:
+    """R_V^beta(x) = mean over c, i, j of ((x_{c,i,j+1} - x_{c,i,j})^2 + (x_{c,i+1,j} - x_{c,i,j})^2)^(beta/2).
+
+    Forward differences with replicate boundary (the difference past the last row or column is zero), as in
+    Mahendran & Vedaldi's code; beta = 2 for CNNs, beta = 1 gives their spiky artifacts. Shape (N,) for
+    x (N, C, H, W), a scalar for (C, H, W). Chapter 04.
+    """
+    beta = _check_number("beta", beta, 0.0, strict=True)
+    x, unbatched = _per_image(x)
+    dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    squared = dx**2 + dy**2
+    if beta != 2:  # d^beta has an infinite slope at 0 for beta < 2: keep the gradient finite
+        squared = squared.clamp(min=1e-10)
+    r = squared.pow(beta / 2).flatten(1).mean(1)
+    return r[0] if unbatched else r
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, *, win_size: int | None = None, data_range: float = 1.0) -> torch.Tensor:
+    """Structural similarity of the images ``a`` and ``b`` (N, C, H, W), one value per image (Wang et al. 2004).
+
+    SSIM = (2 mu_a mu_b + C1)(2 s_ab + C2) / ((mu_a^2 + mu_b^2 + C1)(s_a^2 + s_b^2 + C2)) in every
+    ``win_size`` x ``win_size`` window (uniform weights, sample covariances), C1 = (0.01 L)^2,
+    C2 = (0.03 L)^2, L = ``data_range``, averaged over the windows inside the image and over the channels:
+    scikit-image's ``structural_similarity`` defaults (with ``channel_axis``). ``win_size`` None means 7, or
+    the largest odd size that fits a smaller image (NaN below 3 pixels). Chapter 04.
+    """
+    a, unbatched = _per_image(a, "a")
+    b, _ = _per_image(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"b: expected the shape of a {tuple(a.shape)}, got {_describe(b)}")
+    side = min(a.shape[-2:])
+    if win_size is None:
+        win_size = min(7, side - (side % 2 == 0))
+        if win_size < 3:
+            nan = torch.full((a.shape[0],), math.nan)
+            return nan[0] if unbatched else nan
+    check_positive_int("win_size", win_size, 3)
+    if win_size % 2 == 0 or win_size > side:
+        raise ValueError(f"win_size: expected an odd int <= the image side {side}, got {win_size}")
+    n, c, h, w = a.shape
+    a, b = (t.double().reshape(n * c, 1, h, w) for t in (a, b))
+    mean = lambda t: F.avg_pool2d(t, win_size, stride=1)
+    mu_a, mu_b = mean(a), mean(b)
+    unbiased = win_size**2 / (win_size**2 - 1)
+    var_a = unbiased * (mean(a * a) - mu_a**2)
+    var_b = unbiased * (mean(b * b) - mu_b**2)
+    cov = unbiased * (mean(a * b) - mu_a * mu_b)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    s = s.view(n, -1).mean(1).float()
+    return s[0] if unbatched else s
+
+
+def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Root mean square of a - b over each image's C H W values, shape (N,). Chapter 04."""
+    return (a - b).flatten(1).pow(2).mean(1).sqrt()
+
+
+def region_error(
+    reconstruction: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, *, relative: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel error (root mean square over channels and pixels) inside and outside ``mask``, each shape (N,).
+
+    ``mask`` (N, H, W) bool marks a region, e.g. the class-defining shape of ``data.shapes``. A region of
+    high contrast has large errors for any blurry guess, so with ``relative=True`` each error is divided by
+    that of the flat guess, the image's mean colour, in the same region: 0 is exact, 1 no better than knowing
+    the mean colour. NaN for an empty region. Chapter 04.
+    """
+    reconstruction, unbatched = _per_image(reconstruction, "reconstruction")
+    x, _ = _per_image(x)
+    if x.shape != reconstruction.shape:
+        raise ValueError(f"x: expected the shape of reconstruction {tuple(reconstruction.shape)}, got {_describe(x)}")
+    expected = (x.shape[0], *x.shape[-2:])
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask: expected a bool tensor of shape {expected}, got {_describe(mask)}")
+    if unbatched and mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.shape != expected:
+        raise ValueError(f"mask: expected a bool tensor of shape {expected}, got {_describe(mask)}")
+    mask = mask.unsqueeze(1).to(x.device)
+
+    def errors(guess):
+        squared = (guess - x).pow(2).mean(1, keepdim=True)
+        inside = (squared * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)
+        outside = (squared * ~mask).flatten(1).sum(1) / (~mask).flatten(1).sum(1)
+        return inside.sqrt(), outside.sqrt()
+
+    inside, outside = errors(reconstruction)
+    if relative:
+        flat_inside, flat_outside = errors(x.mean((2, 3), keepdim=True).expand_as(x))
+        inside, outside = inside / flat_inside, outside / flat_outside
+    return (inside[0], outside[0]) if unbatched else (inside, outside)
+
+
+def _relative_error(phi: torch.Tensor, phi0: torch.Tensor) -> torch.Tensor:
+    """||phi - phi0|| / ||phi0|| per sample (a zero phi0 counts as norm 1e-12)."""
+    return (phi - phi0).flatten(1).norm(dim=1) / phi0.flatten(1).norm(dim=1).clamp(min=1e-12)
+
+
+@dataclass
+class Inversion:
+    """Reconstructions of images from one layer, with their errors. Chapter 04.
+
+    Attributes
+    ----------
+    images : the reconstructions x*, shape of the input (N, C, H, W) or (C, H, W)
+    layer : the module name inverted ("prediction vector" for the attack)
+    feature_error : (N,) relative feature error ||phi(x*) - phi(x)|| / ||phi(x)||
+    pixel_error : (N,) root mean square of x* - x over C H W
+    ssim : (N,) SSIM of x* against x
+    history : (steps, N) relative feature error at each optimization step, or None
+    """
+
+    images: torch.Tensor
+    layer: str
+    feature_error: torch.Tensor
+    pixel_error: torch.Tensor
+    ssim: torch.Tensor
+    history: torch.Tensor | None = None
+
+
+def _result(x_star, x, phi_star, phi0, layer, unbatched, history=None) -> Inversion:
+    x_star = x_star.detach()
+    values = [x_star, _relative_error(phi_star, phi0), rmse(x_star, x), ssim(x_star, x)]
+    if unbatched:
+        values = [v[0] for v in values]
+        history = None if history is None else history[:, 0]
+    return Inversion(values[0], layer, *values[1:], history=history)
+
+
+# ----------------------------------------------------------------------------- optimization (Mahendran & Vedaldi)
+
+
+def _init(init, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The starting image: "noise" (uniform in [0, 1], seeded), "gray" (all 1/2) or a tensor like x."""
+    if isinstance(init, str) and init == "noise":
+        g = torch.Generator().manual_seed(seed)
+        return (LOW + (HIGH - LOW) * torch.rand(x.shape, generator=g)).to(x)
+    if isinstance(init, str) and init == "gray":
+        return torch.full_like(x, (LOW + HIGH) / 2)
+    if isinstance(init, torch.Tensor) and init.is_floating_point():
+        try:
+            start = init.detach().to(x).expand_as(x).clone()
+        except RuntimeError:
+            start = None
+        if start is not None and start.min() >= LOW and start.max() <= HIGH:
+            return start
+    raise ValueError(
+        f"init: expected 'noise', 'gray' or a float tensor broadcastable to {tuple(x.shape)} with values in "
+        f"[{LOW}, {HIGH}], got {_describe(init)}"
+    )
+
+
+def _check_optimize(steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {_describe(optimizer)}")
+    check_positive_int("steps", steps)
+    _check_number("lr", lr, 0.0, strict=True)
+    _check_number("tv_weight", tv_weight)
+    _check_number("beta", beta, 0.0, strict=True)
+    _check_number("alpha", alpha, 1.0)
+    _check_number("alpha_weight", alpha_weight)
+
+
+def _invert(
+    model, module, layer, x, start, *, steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer, progress, desc
+):
+    """Projected Adam (or SGD) on Mahendran & Vedaldi's objective from ``start``; returns x*, phi(x*), phi0, history.
+
+    The objective is summed over the images; the updates are element-wise, so each image is optimized as
+    if alone. The step size decays from ``lr`` to zero on a cosine schedule.
+    """
+    with torch.no_grad():
+        phi0 = _features(model, module, x, layer).detach()
+    norm0 = phi0.flatten(1).pow(2).sum(1).clamp(min=1e-24)
+    x_star = start.clone().requires_grad_(True)
+    if optimizer == "adam":
+        optimizer = torch.optim.Adam([x_star], lr=lr)
+    else:
+        optimizer = torch.optim.SGD([x_star], lr=lr, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    history = torch.empty(steps, x.shape[0])
+    with torch.enable_grad():
+        for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+            feature_loss = (_features(model, module, x_star, layer) - phi0).flatten(1).pow(2).sum(1) / norm0
+            objective = feature_loss
+            if alpha_weight:
+                objective = objective + alpha_weight * alpha_prior(x_star, alpha)
+            if tv_weight:
+                objective = objective + tv_weight * total_variation(x_star, beta)
+            history[step] = feature_loss.detach().sqrt().cpu()
+            optimizer.zero_grad()
+            objective.sum().backward()
+            optimizer.step()
+            schedule.step()
+            with torch.no_grad():
+                x_star.clamp_(LOW, HIGH)
+    x_star = x_star.detach()
+    with torch.no_grad():
+        phi_star = _features(model, module, x_star, layer)
+    return x_star, phi_star, phi0, history
+
+
+def _optimize_prepared(model, x, layer, start, unbatched, kw) -> Inversion:
+    """Run ``_invert`` from ``start`` with the model frozen and in eval mode."""
+    module = _module(model, layer)
+    with model_guard(model):
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        x_star, phi_star, phi0, history = _invert(model, module, layer, x, start, **kw)
+    return _result(x_star, x, phi_star, phi0, layer, unbatched, history)
+
+
+def optimize(
+    model,
+    x,
+    layer: str,
+    *,
+    steps: int = STEPS,
+    lr: float = LR,
+    tv_weight: float = TV_WEIGHT,
+    beta: float = 2,
+    alpha: float = 6,
+    alpha_weight: float = ALPHA_WEIGHT,
+    seed: int = 0,
+    init="noise",
+    optimizer: str = "adam",
+    progress: bool = True,
+) -> Inversion:
+    """Invert the representation of ``x`` at ``layer`` by optimization (Mahendran & Vedaldi 2015).
+
+    Minimizes ||phi(x*) - phi0||^2 / ||phi0||^2 + alpha_weight R_alpha(x*) + tv_weight R_V^beta(x*)
+    with Adam (step ``lr``, cosine decay over ``steps``), clamping x* to [0, 1] after every step. Different
+    starts (``seed``, ``init``) and optimizers reach different x* with the same features.
+
+    Parameters
+    ----------
+    model : classifier; unchanged, run in eval mode with frozen parameters
+    x : images (N, C, H, W) or (C, H, W) in [0, 1]
+    layer : a module name of ``model`` (``layer_names(model)``)
+    steps, lr : optimization steps and step size (pixel units for Adam)
+    tv_weight, beta : weight lambda_V and exponent of the total-variation prior (``total_variation``)
+    alpha, alpha_weight : exponent and weight lambda_alpha of the alpha-norm prior (``alpha_prior``)
+    seed : seed of the random start (``init="noise"``)
+    init : "noise" (uniform in [0, 1]), "gray" (1/2 everywhere) or a tensor like ``x`` in [0, 1]
+    optimizer : "adam", or "sgd" (momentum 0.9, the paper's; needs its own ``lr``). Gradient descent moves
+        x* only within the span of the gradients, so without priors on a linear map it ends at the solution
+        nearest to the start; Adam rescales each pixel's step and ends elsewhere.
+    progress : show a progress bar
+
+    Returns
+    -------
+    Inversion with the reconstructions, their feature, pixel and SSIM errors, and the feature error per step.
+    The same call gives the same result. Each image is optimized as if alone, but a batch of a different size
+    rounds the convolutions differently, and at deep layers the optimization can amplify that into another,
+    equally valid, solution. Chapter 04.
+    """
+    check_model(model)
+    _module(model, layer)
+    x, unbatched = _check_images(model, x)
+    kw = dict(steps=steps, lr=lr, tv_weight=tv_weight, beta=beta, alpha=alpha, alpha_weight=alpha_weight)
+    _check_optimize(**kw, optimizer=optimizer)
+    kw["optimizer"] = optimizer
+    start = _init(init, x, _check_seed(seed))
+    return _optimize_prepared(model, x, layer, start, unbatched, {**kw, "progress": progress, "desc": layer})
+
+
+def reconstruct_layers(model, x, layers: Sequence[str] | None = None, *, progress: bool = True, **kwargs):
+    """``optimize`` at every layer of ``layers`` (default: ``blocks(model, x)``, the output of every block).
+
+    ``kwargs`` are passed to ``optimize``; ``tv_weight`` may also be a sequence with one weight per layer
+    (Mahendran & Vedaldi regularize deeper layers more). Returns a dict layer -> Inversion, in order. Chapter 04.
+    """
+    check_model(model)
+    if layers is None:
+        layers = blocks(model, x)
+        if not layers:
+            raise ValueError(
+                "layers: found no block (a convolution or linear layer) among the model's children; "
+                f"pass layers from {layer_names(model)}"
+            )
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+        raise TypeError(f"layers: expected a non-empty list of module names, got {_describe(layers)}")
+    for layer in layers:
+        _module(model, layer)
+    tv = kwargs.pop("tv_weight", TV_WEIGHT)
+    if isinstance(tv, Sequence):
+        if len(tv) != len(layers):
+            raise ValueError(f"tv_weight: expected one weight per layer ({len(layers)}), got {len(tv)}")
+    else:
+        tv = [tv] * len(layers)
+    results = {}
+    for layer, weight in tqdm(list(zip(layers, tv)), desc="layers", disable=not progress):
+        results[layer] = optimize(model, x, layer, tv_weight=weight, progress=progress, **kwargs)
+    return results
+
+
+@dataclass
+class Solutions:
+    """Several reconstructions of the same images from different random starts. Chapter 04.
+
+    Attributes
+    ----------
+    images : (S, N, C, H, W) one reconstruction per seed and image ((S, C, H, W) for one unbatched image)
+    spread : (N, C, H, W) pixel-wise standard deviation over the seeds
+    seeds : the S seeds
+    results : the S Inversion results, with their errors
+    """
+
+    images: torch.Tensor
+    spread: torch.Tensor
+    seeds: list
+    results: list
+
+
+def many_solutions(model, x, layer: str, *, seeds: int | Sequence[int] = 4, progress: bool = True, **kwargs):
+    """``optimize`` from several random starts: many images x* share the features of x.
+
+    ``seeds`` is a number S (seeds 0 .. S-1) or a list of seeds; ``kwargs`` go to ``optimize``, and result s
+    is exactly ``optimize(model, x, layer, seed=seeds[s], **kwargs)``. Chapter 04.
+    """
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(check_positive_int("seeds", seeds, 2)))
+    if isinstance(seeds, str) or not isinstance(seeds, Sequence) or len(seeds) < 2:
+        raise TypeError(f"seeds: expected an int >= 2 or a list of at least two seeds, got {_describe(seeds)}")
+    seeds = [_check_seed(s) for s in seeds]
+    results = [
+        optimize(model, x, layer, seed=s, progress=progress, **kwargs)
+        for s in tqdm(seeds, desc="seeds", disable=not progress)
+    ]
+    images = torch.stack([r.images for r in results])
+    return Solutions(images, images.std(dim=0), seeds, results)
+
+
+# ----------------------------------------------------------------------------- decoders (Dosovitskiy & Brox)
+
+
+def _upsample(channels_in: int, channels_out: int, upsampling: str, kernel_size: int) -> list[nn.Module]:
+    """One x2 upsampling stage: resize-convolution or a stride-2 transposed convolution."""
+    if upsampling == "resize_conv":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels_in, channels_out, 3, padding=1)]
+    padding = (kernel_size - 1) // 2  # with output_padding=1 the output is exactly twice the input
+    return [nn.ConvTranspose2d(channels_in, channels_out, kernel_size, 2, padding, output_padding=1)]
+
+
+class Decoder(nn.Module):
+    """A small decoder f(phi, w) from the features of one layer to an image in [0, 1].
+
+    Spatial features (C, h, w) go through a 3x3 convolution, vectors (D,) through a linear layer to a
+    (width, 4, 4) map; then x2 upsampling stages (``upsampling``: "resize_conv", nearest-neighbour x2 then a
+    3x3 convolution, or "transposed", a stride-2 transposed convolution of ``kernel_size`` 3 or 5) with
+    leaky ReLUs (slope 0.2) up to the image size, the channels halving from ``width`` (at least 8). The last
+    stage makes the image's channels directly, through a sigmoid. Follows Dosovitskiy & Brox 2016, scaled
+    down to train in seconds on a CPU. Chapter 04.
+    """
+
+    def __init__(
+        self,
+        feature_shape: Sequence[int],
+        image_shape: Sequence[int],
+        *,
+        upsampling: str = "resize_conv",
+        kernel_size: int = 3,
+        width: int = 32,
+    ):
+        super().__init__()
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling: expected one of {list(UPSAMPLING)}, got {upsampling!r}")
+        if upsampling == "transposed" and kernel_size not in (3, 5):
+            raise ValueError(f"kernel_size: expected 3 or 5 (not divisible by the stride 2), got {kernel_size!r}")
+        check_positive_int("width", width)
+        feature_shape, image_shape = tuple(feature_shape), tuple(image_shape)
+        channels, height, width_px = image_shape
+        if len(feature_shape) == 1:
+            stem = [nn.Linear(feature_shape[0], width * 16), nn.LeakyReLU(LEAKY_SLOPE), nn.Unflatten(1, (width, 4, 4))]
+            size = (4, 4)
+        elif len(feature_shape) == 3:
+            stem = [nn.Conv2d(feature_shape[0], width, 3, padding=1), nn.LeakyReLU(LEAKY_SLOPE)]
+            size = feature_shape[1:]
+        else:
+            raise NotImplementedError(
+                f"Decoder: features of shape {feature_shape}; supported are vectors (D,) and maps (C, h, w)"
+            )
+        ratio = height // size[0]
+        if height % size[0] or width_px != ratio * size[1] or ratio & (ratio - 1):
+            raise NotImplementedError(
+                f"Decoder: features of size {size} cannot be upsampled by x2 stages to the image size "
+                f"{(height, width_px)}; supported are sizes that divide the image by a power of two"
+            )
+        stages = ratio.bit_length() - 1
+        layers, c = stem, width
+        for s in range(stages):
+            last = s == stages - 1
+            c_out = channels if last else max(width // 2 ** (s + 1), 8)
+            layers += _upsample(c, c_out, upsampling, kernel_size)
+            layers += [] if last else [nn.LeakyReLU(LEAKY_SLOPE)]
+            c = c_out
+        if stages == 0:
+            layers.append(nn.Conv2d(c, channels, 3, padding=1))
+        layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+        self.upsampling, self.kernel_size = upsampling, kernel_size
+        self.feature_shape, self.image_shape = feature_shape, image_shape
+        self.register_buffer("scale", torch.ones(()))  # 1 / std of the training features, set by train_decoder
+        self.layer: str | None = None  # the layer it inverts, set by train_decoder
+        self.history: list[float] = []  # mean training loss per epoch
+
+    def forward(self, phi: torch.Tensor) -> torch.Tensor:
+        return self.net(phi * self.scale)
+
+
+def _all_features(model, module, layer, images, batch_size) -> torch.Tensor:
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        return torch.cat([_features(model, module, images[s], layer) for s in batch_slices(len(images), batch_size)])
+
+
+def _fit(net: nn.Module, inputs, images, *, epochs, batch_size, lr, seed, progress, desc) -> list[float]:
+    """Adam on the pixel MSE of net(inputs) against images; deterministic for a seed. Returns the epoch losses."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    history = []
+    net.train()
+    with _deterministic(), torch.enable_grad(), tqdm(total=steps, desc=desc, disable=not progress) as bar:
+        for _ in range(epochs):
+            order, total = torch.randperm(len(images), generator=g), 0.0
+            for part in batch_slices(len(images), batch_size):
+                idx = order[part]
+                loss = F.mse_loss(net(inputs[idx]), images[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(idx)
+                bar.update()
+                bar.set_postfix(mse=f"{loss.item():.4f}")
+            history.append(total / len(images))
+    return history
+
+
+def train_decoder(
+    model,
+    layer: str,
+    data,
+    *,
+    epochs: int = 10,
+    upsampling: str = "resize_conv",
+    kernel_size: int = 3,
+    width: int = 32,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> Decoder:
+    """Train a decoder from the features at ``layer`` to the image (Dosovitskiy & Brox 2016).
+
+    Minimizes the pixel MSE ||x - f(phi(x), w)||^2 over the images of ``data`` (a tensor (N, C, H, W) in
+    [0, 1] or a ``data.Shapes`` batch) with Adam (one-cycle schedule peaking at ``lr``), the encoder phi
+    fixed; phi is computed once for all images. Deterministic for a ``seed`` (its own random streams; the
+    global one is left as it was). See ``Decoder`` for ``upsampling``, ``kernel_size`` and ``width``; use
+    ``decode`` to apply it. Returns the decoder in eval mode. Chapter 04.
+    """
+    check_model(model)
+    module = _module(model, layer)
+    images = _images_of(data, model, "data")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        check_positive_int(name, value)
+    _check_number("lr", lr, 0.0, strict=True)
+    seed = _check_seed(seed)
+    phi = _all_features(model, module, layer, images, 256)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        decoder = Decoder(
+            phi.shape[1:], images.shape[1:], upsampling=upsampling, kernel_size=kernel_size, width=width
+        ).to(images)
+        decoder.layer = layer
+        decoder.scale.fill_(1 / phi.std().clamp(min=1e-12).item())
+        decoder.history = _fit(
+            decoder, phi, images, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+            desc=f"decoder {layer}",
+        )  # fmt: skip
+    return decoder.eval()
+
+
+def decode(model, decoder: Decoder, x) -> Inversion:
+    """Reconstruct ``x`` with a trained decoder: f(phi(x)), with the same errors as ``optimize``. Chapter 04."""
+    check_model(model)
+    if not isinstance(decoder, Decoder) or decoder.layer is None:
+        raise TypeError(f"decoder: expected a Decoder from train_decoder, got {_describe(decoder)}")
+    module = _module(model, decoder.layer)
+    x, unbatched = _check_images(model, x)
+    with model_guard(model), model_guard(decoder), torch.no_grad():
+        model.eval()
+        decoder.eval()
+        phi0 = _features(model, module, x, decoder.layer)
+        x_star = decoder(phi0)
+        phi_star = _features(model, module, x_star, decoder.layer)
+    return _result(x_star, x, phi_star, phi0, decoder.layer, unbatched)
+
+
+def checkerboard(images: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Amplitude of the period-2 patterns of each image: the checkerboard artifact, in pixel units.
+
+    The high-pass filter h = [-1, 2, -1] / 4 keeps a pattern of period 2 as it is and removes constants and
+    linear ramps. With h along the rows, along the columns and along both, the amplitudes of the three
+    patterns of period 2 are a_r = mean h_i(x)_{ij} (-1)^i, a_c = mean h_j(x)_{ij} (-1)^j and
+    a_d = mean h_i h_j(x)_{ij} (-1)^(i+j) over the pixels the filter covers; the result is
+    sqrt(a_r^2 + a_c^2 + a_d^2), root mean square over the channels, shape (N,). A checkerboard of +-a
+    around any level or ramp gives a, a constant or a ramp 0. With ``reference`` it measures the residual
+    images - reference (Odena, Dumoulin & Olah 2016 show the artifact; the measure is ours). Chapter 04.
+    """
+    images, unbatched = _per_image(images, "images")
+    if reference is not None:
+        reference, _ = _per_image(reference, "reference")
+        if reference.shape != images.shape:
+            raise ValueError(
+                f"reference: expected the shape of images {tuple(images.shape)}, got {_describe(reference)}"
+            )
+        images = images - reference
+    if min(images.shape[-2:]) < 3:
+        raise ValueError(f"images: expected images of at least 3 x 3 pixels, got {_describe(images)}")
+    n, c, h, w = images.shape
+    x = images.reshape(n * c, 1, h, w)
+    hp = torch.tensor([-0.25, 0.5, -0.25], dtype=x.dtype, device=x.device)
+    rows = F.conv2d(x, hp.view(1, 1, 3, 1))  # (n c, 1, h - 2, w)
+    cols = F.conv2d(x, hp.view(1, 1, 1, 3))  # (n c, 1, h, w - 2)
+    both = F.conv2d(rows, hp.view(1, 1, 1, 3))  # (n c, 1, h - 2, w - 2)
+
+    def sign(length: int) -> torch.Tensor:
+        return 1 - 2 * (torch.arange(length, device=x.device) % 2).to(x.dtype)
+
+    a_r = (rows * sign(h - 2).view(-1, 1)).mean((1, 2, 3))
+    a_c = (cols * sign(w - 2)).mean((1, 2, 3))
+    a_d = (both * sign(h - 2).view(-1, 1) * sign(w - 2)).mean((1, 2, 3))
+    amplitude = (a_r**2 + a_c**2 + a_d**2).view(n, c).mean(1).sqrt()
+    return amplitude[0] if unbatched else amplitude
+
+
+@dataclass(frozen=True)
+class DecoderRecipe:
+    """How a decoder for a course model is trained, so that shipped weights can be reproduced. Chapter 04."""
+
+    model: str = "shapes_cnn"  # a course model (models.RECIPES)
+    layer: str = "features.10"
+    upsampling: str = "resize_conv"
+    n_train: int = 2000  # training images, data.shapes(n_train, "train", seed=data_seed)
+    epochs: int = 10
+    data_seed: int = 100  # the course models train on seeds 0 .. 5: these images are new to them
+
+
+DECODERS = {
+    "decoder_shapes_cnn_features.10": DecoderRecipe(),
+    "decoder_shapes_cnn_features.10_transposed": DecoderRecipe(upsampling="transposed"),
+    "decoder_shapes_cnn_classifier.2": DecoderRecipe(layer="classifier.2"),
+}
+
+
+def _decoder_recipe(name) -> DecoderRecipe:
+    if name not in DECODERS:
+        raise ValueError(f"name: expected one of the decoder recipes {sorted(DECODERS)}, got {_describe(name)}")
+    return DECODERS[name]
+
+
+def train(name: str, seed: int = 0, progress: bool = True) -> Decoder:
+    """Train the decoder ``name`` of ``DECODERS`` from scratch, deterministically (``train_decoder``).
+
+    Shipped weights are ``train(name).state_dict()`` saved as ``data/<name>.pt``; ``load`` reads them.
+    Chapter 04.
+    """
+    recipe = _decoder_recipe(name)
+    images = data.shapes(recipe.n_train, "train", seed=recipe.data_seed).images
+    model = models.load(recipe.model)
+    return train_decoder(
+        model, recipe.layer, images, epochs=recipe.epochs, upsampling=recipe.upsampling, seed=seed, progress=progress
+    )
+
+
+def load(name: str) -> Decoder:
+    """The decoder ``name`` of ``DECODERS`` with its shipped weights (hash-checked), in eval mode. Chapter 04."""
+    recipe = _decoder_recipe(name)
+    file = data.path(f"{name}.pt")
+    model = models.load(recipe.model)
+    image_shape = (3, data.SIZE, data.SIZE)
+    feature_shape = features(model, torch.zeros(1, *image_shape), recipe.layer).shape[1:]
+    decoder = Decoder(feature_shape, image_shape, upsampling=recipe.upsampling)
+    decoder.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+    decoder.layer = recipe.layer
+    return decoder.eval()
+
+
+# ----------------------------------------------------------------------------- prediction-vector attack (Yang et al.)
+
+
+def align(probabilities: torch.Tensor, truncation: int | None = None, c: float = YANG_C) -> torch.Tensor:
+    """Yang et al.'s input to the inversion network: the top-k of a prediction vector, aligned.
+
+    Keeps the ``truncation`` = k largest probabilities of each row (all with None), takes
+    log(p) clamped at -1000, adds ``c``, shifts the kept entries up so that their minimum is >= 0, and puts
+    them back at their places in a vector of zeros (the released vector's other entries are unknown).
+    Chapter 04.
+    """
+    if not isinstance(probabilities, torch.Tensor) or not probabilities.is_floating_point() or probabilities.ndim != 2:
+        raise TypeError(f"probabilities: expected a float tensor (N, K), got {_describe(probabilities)}")
+    k = probabilities.shape[1] if truncation is None else check_positive_int("truncation", truncation)
+    if k > probabilities.shape[1]:
+        raise ValueError(f"truncation: expected at most the number of classes {probabilities.shape[1]}, got {k}")
+    top, index = probabilities.topk(k, dim=1)
+    top = top.log().clamp(min=-1000) + c
+    top = top + F.relu(-top.min(dim=1, keepdim=True).values)
+    return torch.zeros_like(probabilities).scatter(1, index, top)
+
+
+def _probabilities(model, images, batch_size: int = 256) -> torch.Tensor:
+    with model_guard(model), torch.no_grad():
+        model.eval()
+        return torch.cat([model(images[s]).softmax(1) for s in batch_slices(len(images), batch_size)])
+
+
+class Attack(nn.Module):
+    """Yang et al.'s inversion network G, scaled down: aligned prediction vector (K,) -> image.
+
+    As in their repository: a transposed convolution to a (4 width, 4, 4) map, then stride-2 transposed
+    convolutions of kernel 4 (divisible by the stride: no checkerboard) with BatchNorm and tanh, halving
+    the channels, and a last one to the image channels through a sigmoid; 4 -> 8 -> 16 -> 32 -> 64 pixels.
+    Chapter 04.
+    """
+
+    def __init__(self, n_classes: int, image_shape: Sequence[int], *, truncation: int | None = None, width: int = 8):
+        super().__init__()
+        channels, height, width_px = tuple(image_shape)
+        if (height, width_px) != (64, 64):
+            raise NotImplementedError(f"Attack: images of size {(height, width_px)}; supported is 64 x 64")
+        c = [4 * width, 2 * width, width, width]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(n_classes, c[0], 4, 1, 0), nn.BatchNorm2d(c[0]), nn.Tanh()]
+        for c_in, c_out in zip(c[:-1], c[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(c[-1], channels, 4, 2, 1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+        self.n_classes, self.truncation = n_classes, truncation
+        self.history: list[float] = []
+
+    def forward(self, probabilities: torch.Tensor) -> torch.Tensor:
+        z = align(probabilities, self.truncation)
+        return self.net(z.view(*z.shape, 1, 1))
+
+
+def train_attack(
+    model,
+    auxiliary,
+    *,
+    truncation: int | None = None,
+    epochs: int = 10,
+    width: int = 8,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> Attack:
+    """Train the inversion attack of Yang et al. 2019 on the attacker's ``auxiliary`` images.
+
+    The target ``model`` releases softmax vectors F(x) (top-``truncation`` only, if given); the network G is
+    trained to minimize the pixel MSE ||G(F(x)) - x||^2 on the auxiliary images (a tensor (N, C, H, W) in
+    [0, 1] or a ``data.Shapes`` batch) with Adam, one-cycle schedule peaking at ``lr``. Deterministic for a
+    ``seed``. Apply it with ``invert_predictions``. Returns G in eval mode. Chapter 04.
+    """
+    check_model(model)
+    images = _images_of(auxiliary, model, "auxiliary")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("width", width)):
+        check_positive_int(name, value)
+    _check_number("lr", lr, 0.0, strict=True)
+    seed = _check_seed(seed)
+    probabilities = _probabilities(model, images)
+    align(probabilities[:1], truncation)  # checks truncation
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        attack = Attack(probabilities.shape[1], images.shape[1:], truncation=truncation, width=width).to(images)
+        attack.history = _fit(
+            attack, probabilities, images, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+            progress=progress, desc=f"attack top-{truncation or probabilities.shape[1]}",
+        )  # fmt: skip
+    return attack.eval()
+
+
+def _vector_result(model, x_star, x, unbatched) -> Inversion:
+    """Inversion of the prediction vector: the feature error is that of the softmax vectors."""
+    return _result(x_star, x, _probabilities(model, x_star), _probabilities(model, x), "prediction vector", unbatched)
+
+
+def invert_predictions(model, attack: Attack, x) -> Inversion:
+    """Reconstruct ``x`` from the prediction vectors the model releases for it, with a trained attack. Chapter 04."""
+    check_model(model)
+    if not isinstance(attack, Attack):
+        raise TypeError(f"attack: expected an Attack from train_attack, got {_describe(attack)}")
+    x, unbatched = _check_images(model, x)
+    with model_guard(attack), torch.no_grad():
+        attack.eval()
+        x_star = attack(_probabilities(model, x))
+    return _vector_result(model, x_star, x, unbatched)
+
+
+def class_mean_baseline(model, auxiliary, x) -> Inversion:
+    """The trivial attack: the mean auxiliary image of the class the model predicts for each x.
+
+    The auxiliary images are grouped by the model's own prediction (what an attacker sees); a class the model
+    never predicts on them gets the mean of all auxiliary images. Chapter 04.
+    """
+    check_model(model)
+    images = _images_of(auxiliary, model, "auxiliary")
+    x, unbatched = _check_images(model, x)
+    predicted = _probabilities(model, images).argmax(1)
+    target = _probabilities(model, x).argmax(1)
+    n_classes = max(int(predicted.max()), int(target.max())) + 1
+    means = images.mean(0, keepdim=True).repeat(n_classes, 1, 1, 1)
+    for k in range(n_classes):
+        if (predicted == k).any():
+            means[k] = images[predicted == k].mean(0)
+    return _vector_result(model, means[target], x, unbatched)
+
+
+def attack_table(
+    model, auxiliary, victims, *, truncations: Sequence[int] | None = None, progress: bool = True, **kwargs
+) -> list[dict]:
+    """Reconstruction error of the attack against the truncation k, next to the class-mean baseline.
+
+    Trains one attack per k (default 1 .. K) on ``auxiliary`` (``kwargs`` go to ``train_attack``) and
+    inverts the prediction vectors of ``victims``. One row per k: ``k``, ``attack_mse``, ``baseline_mse`` (the
+    class-mean baseline) and ``mean_mse`` (the mean auxiliary image, which ignores the vector): the mean
+    per-pixel squared error over the victims, Yang et al.'s measure; and ``attack_ssim``, ``baseline_ssim``.
+    Chapter 04.
+    """
+    check_model(model)
+    victims = _images_of(victims, model, "victims")
+    baseline = class_mean_baseline(model, auxiliary, victims)
+    mean_image = _images_of(auxiliary, model, "auxiliary").mean(0, keepdim=True)
+    mean_mse = (mean_image - victims).pow(2).mean().item()
+    if truncations is None:
+        n_classes = _probabilities(model, victims[:1]).shape[1]
+        truncations = range(1, n_classes + 1)
+    rows = []
+    for k in tqdm(list(truncations), desc="truncations", disable=not progress):
+        attack = train_attack(model, auxiliary, truncation=k, progress=progress, **kwargs)
+        result = invert_predictions(model, attack, victims)
+        rows.append(
+            {
+                "k": k,
+                "attack_mse": result.pixel_error.pow(2).mean().item(),
+                "baseline_mse": baseline.pixel_error.pow(2).mean().item(),
+                "mean_mse": mean_mse,
+                "attack_ssim": result.ssim.mean().item(),
+                "baseline_ssim": baseline.ssim.mean().item(),
+            }
+        )
+    return rows
