@@ -2,10 +2,24 @@
 
 Import the modules you need (``import xai_course as xc`` gives them all):
 ``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``,
-``occlusion``, ``inversion``.
+``occlusion``, ``inversion``, ``deep_taylor``.
 """
 
-from . import core, data, evaluate, gradient, inversion, lrp, models, occlusion, plot, shap, widgets
+from . import (
+    core,
+    data,
+    deep_taylor,
+    evaluate,
+    gradient,
+    inversion,
+    lrp,
+    models,
+    occlusion,
+    plot,
+    shap,
+    widgets,
+)
 
-__all__ = ["core", "data", "evaluate", "gradient", "inversion", "lrp", "models", "occlusion", "plot", "shap", "widgets"]
+__all__ = ["core", "data", "deep_taylor", "evaluate", "gradient", "inversion", "lrp", "models",
+           "occlusion", "plot", "shap", "widgets"]  # fmt: skip
 __version__ = "0.1.0"

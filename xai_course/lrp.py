@@ -22,9 +22,10 @@ layer returns the layer's own output z, but with the gradient of the rule,
 which is z in value. ReLU activations need no hook (their gradient already passes relevance on
 unchanged, Zennit's Pass rule), nor does max-pooling as winner-take-all, nor reshaping. Average
 pooling and explicit residual ``Sum`` modules split relevance in proportion to their inputs (an
-epsilon rule, Zennit's Norm). ``check_model`` says what happens to every module and refuses what
-this cannot handle (BatchNorm, functional residual additions and layers, unknown modules);
-``canonize`` removes the first two. Introduced in chapter 01.
+epsilon rule, Zennit's Norm), or to their positive contributions (``Composite(norm="zplus")``).
+``check_model`` says what happens to every module and refuses what this cannot handle (BatchNorm,
+functional residual additions and layers, unknown modules); ``canonize`` removes the first two.
+Introduced in chapter 01.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ STABILIZER = 1e-6  # the small epsilon in the denominators of every rule but Eps
 PRESETS = ("epsilon", "epsilon_gamma_box", "epsilon_plus", "epsilon_alpha2_beta1")
 MAXPOOL = ("winner_take_all", "average")
 CONSTANT_INPUTS = ("low", "high", "ones")
+NORM_RULES = ("epsilon", "zplus")
 
 Modifier = Callable[[torch.Tensor], torch.Tensor]
 
@@ -180,6 +182,18 @@ class ZPlus(Rule):
         return (Group((Term("a+", positive, positive), Term("a-", negative, None))),)
 
 
+@dataclass(frozen=True)
+class ZPlusNoBias(Rule):
+    """Deep Taylor's z+ (Montavon et al. 2017), no bias: R_j = sum_k (a_j w_jk)^+ / sum_j' (a_j' w_j'k)^+ R_k.
+
+    No bias absorbs relevance. With ``Composite(norm="zplus")``, the output of such a layer that goes
+    straight into a ``Sum`` or average pooling is explained together with it, as one z+ layer. Chapter 06.
+    """
+
+    def groups(self) -> tuple[Group, ...]:
+        return (Group((Term("a+", positive, None), Term("a-", negative, None))),)
+
+
 @dataclass(frozen=True, eq=False)
 class ZBox(Rule):
     """zB for the pixel layer: x w - low w^+ - high w^-, no bias, for inputs in [low, high] (Montavon et al. 2017).
@@ -270,16 +284,23 @@ def _kind(name: str, module: nn.Module, composite: Composite) -> str:
 @dataclass(frozen=True)
 class Composite:
     """Which rule goes where: the first conv or linear layer the input meets, the other convolutions,
-    the other linear layers; ``layers`` maps module names to rules and wins over the rest. Chapter 01.
+    the other linear layers; ``layers`` maps module names to rules and wins over the rest. ``norm`` is
+    how ``Sum`` and average pooling split relevance: "epsilon" in proportion to their inputs (Zennit's
+    Norm), "zplus" in proportion to the inputs' positive contributions (z+ with the unit weights of a
+    sum, Montavon et al. 2017): a^+ for an input a, but sum_j (a_j w_jk)^+ for the output of a layer
+    with the ``ZPlusNoBias`` rule, so that the two act as one z+ layer. Chapter 01.
     """
 
     first: Rule | None = None
     conv: Rule | None = None
     linear: Rule | None = None
     layers: Mapping[str, Rule] | None = None
+    norm: str = "epsilon"
 
     def __post_init__(self):
         object.__setattr__(self, "layers", dict(self.layers or {}))
+        if self.norm not in NORM_RULES:
+            raise ValueError(f"norm: expected one of {list(NORM_RULES)}, got {core._describe(self.norm)}")
 
     def rule_for(self, name: str, module: nn.Module, first: bool) -> Rule | None:
         """The rule for one call of ``module`` (None: no rule, the plain gradient, i.e. LRP-0)."""
@@ -397,6 +418,7 @@ class _Run:
     leaves: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)
     calls: dict = field(default_factory=dict)
+    zplus_outputs: dict = field(default_factory=dict)  # id(output) -> (output, layer, input) of ZPlusNoBias layers
 
     def key(self, name: str, module: nn.Module) -> str:
         """The name of this call of ``module``: its name, then "name (call 2)" if it is used again."""
@@ -446,7 +468,10 @@ def _weighted_hook(run: _Run, name: str):
         if rule is None:
             return None
         _check_first_input(rule, name, a, run)
-        return _rule_output(rule, module, a, z, run.leaves)
+        out = _rule_output(rule, module, a, z, run.leaves)
+        if isinstance(rule, ZPlusNoBias) and run.composite.norm == "zplus":
+            run.zplus_outputs[id(out)] = (out, module, a)
+        return out
 
     return hook
 
@@ -463,6 +488,24 @@ def _as_average(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
 def _norm_hook(module, args, z):
     """Sum and average pooling: relevance split in proportion to the inputs (epsilon rule, Zennit's Norm)."""
     return z.detach() + _gradient_of(z, _ratio(z, z.detach(), STABILIZER))
+
+
+def _positive_contributions(run: _Run, a: torch.Tensor) -> torch.Tensor:
+    """a^+, or sum_j (a_j w_jk)^+ if ``a`` is the output of a ZPlusNoBias layer (its gradient then reaches a_j)."""
+    out, layer, layer_input = run.zplus_outputs.get(id(a), (None, None, None))
+    if out is not a:
+        return positive(a)
+    return _group_output(ZPlusNoBias().groups()[0], layer, layer_input, ZPlusNoBias(), {})
+
+
+def _zplus_norm_hook(run: _Run):
+    """Sum and average pooling under z+: relevance split in proportion to the positive contributions of the inputs."""
+
+    def hook(module, args, z):
+        z_plus = module.forward(*(_positive_contributions(run, a) for a in args))  # forward: no recursion into hook
+        return z.detach() + _gradient_of(z_plus, _ratio(z, z_plus.detach(), STABILIZER))
+
+    return hook
 
 
 def _average_hook(module, args, m):
@@ -489,7 +532,8 @@ def _install(model: nn.Module, run: _Run) -> None:
         if list(module.children()):
             continue
         kind = _kind(name, module, run.composite)
-        hook = {"weighted": _weighted_hook(run, name), "norm": _norm_hook, "pass": _pass_hook,
+        norm = _zplus_norm_hook(run) if run.composite.norm == "zplus" else _norm_hook
+        hook = {"weighted": _weighted_hook(run, name), "norm": norm, "pass": _pass_hook,
                 "maxpool": _average_hook if run.maxpool == "average" else None,
                 "gradient": None}.get(kind, _refuse_hook)  # fmt: skip
         if hook is not None:
@@ -633,7 +677,7 @@ def _functional_problem(node: fx.Node) -> str | None:
     return f"functional call {_call_name(node)}{where}: there is no module to attach a rule to; use a module instead"
 
 
-def _module_row(name, module, kind, rule, maxpool, reads_input) -> tuple[str, str | None]:
+def _module_row(name, module, kind, rule, maxpool, reads_input, norm) -> tuple[str, str | None]:
     """What LRP does to one call of ``module``, and the problem that stops it (or None)."""
     if kind == "weighted":
         problem = f"{name}: {rule} needs the model input, but {name} reads another tensor"
@@ -644,7 +688,8 @@ def _module_row(name, module, kind, rule, maxpool, reads_input) -> tuple[str, st
         return "as average pooling (epsilon rule)", f"{name}: dilation or return_indices" if odd else None
     if kind == "pass" and getattr(module, "inplace", False):
         return "Pass", f"{name}: Pass needs the input of an in-place {type(module).__name__}; set inplace=False"
-    what = {"gradient": "passes relevance on (the gradient)", "pass": "Pass", "norm": "Norm: split by the inputs",
+    split = "Norm: split by the inputs" if norm == "epsilon" else "z+: split by the positive contributions"
+    what = {"gradient": "passes relevance on (the gradient)", "pass": "Pass", "norm": split,
             "maxpool": "winner-take-all (the gradient)"}  # fmt: skip
     if kind in what:
         return what[kind], None
@@ -716,7 +761,7 @@ def check_model(model, composite: str | Composite = "epsilon_gamma_box", *, maxp
         kind = _kind(name, module, composite)
         rule = composite.rule_for(name, module, first) if kind == "weighted" else None
         first = first and kind != "weighted"
-        what, problem = _module_row(name, module, kind, rule, maxpool, reads_input)
+        what, problem = _module_row(name, module, kind, rule, maxpool, reads_input, composite.norm)
         report.rows.append((name if seen[name] == 1 else f"{name} (call {seen[name]})", type(module).__name__, what))
         if problem and seen[name] == 1:
             report.problems.append(problem)
