@@ -2,12 +2,13 @@
 
 Import the modules you need (``import xai_course as xc`` gives them all):
 ``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``,
-``occlusion``, ``inversion``, ``deep_taylor``.
+``occlusion``, ``inversion``, ``deep_taylor``, ``deconvnet``.
 """
 
 from . import (
     core,
     data,
+    deconvnet,
     deep_taylor,
     evaluate,
     gradient,
@@ -20,6 +21,6 @@ from . import (
     widgets,
 )
 
-__all__ = ["core", "data", "deep_taylor", "evaluate", "gradient", "inversion", "lrp", "models",
+__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "gradient", "inversion", "lrp", "models",
            "occlusion", "plot", "shap", "widgets"]  # fmt: skip
 __version__ = "0.1.0"
