@@ -104,7 +104,7 @@ def test_verify_checks_every_shipped_file():
     names = data.verify()
     assert set(names) == set(data.manifest())
     assert {"shapes_cnn.pt", "shapes_resnet.pt", "shapes_cnn_clever_hans.pt"} <= set(names)
-    assert {"timeseries_cnn.pt", "shapes_cnn_occlusion.pt"} <= set(names)
+    assert {"timeseries_cnn.pt", "shapes_cnn_occlusion.pt", "loan_mlp.pt"} <= set(names)
 
 
 def test_verify_names_a_corrupt_file(tmp_path, monkeypatch):
@@ -214,3 +214,62 @@ def test_occlude_series_and_bad_input():
         data.occlude(s, sizes=(0, 4))
     with pytest.raises(TypeError, match="x:"):
         data.occlude(s[0, 0])
+
+
+# ----------------------------------------------------------------------------- loan applications (chapter 05)
+
+
+def _deny_by_loop(row) -> bool:
+    age, job, income, amount, duration, car = row[:6].tolist()
+    none = data.LOAN_CATEGORICAL["job"][int(job)] == "none"
+    no_car = data.LOAN_CATEGORICAL["car"][int(car)] == "no"
+    return bool(
+        (age <= 25 and none and amount > 5000)
+        or amount / duration > income / 3
+        or (age > 60 and duration > 48)
+        or (none and no_car and amount > 8000)
+    )
+
+
+def test_loans_table_and_its_rule():
+    d = data.loans(600, seed=1)
+    assert d.features.shape == (600, len(data.LOAN_FEATURES)) and d.features.dtype == torch.float32
+    assert d.labels.dtype == torch.int64 and d.noisy.dtype == torch.bool and d.classes == ("grant", "deny")
+    assert d.feature_names == data.LOAN_FEATURES and set(d.categorical) == {"job", "car", "housing"}
+    for name, codes in d.categorical.items():
+        column = d.features[:, d.feature_names.index(name)]
+        assert set(column.tolist()) == set(range(len(codes))), name
+    truth = torch.tensor([_deny_by_loop(row) for row in d.features])
+    assert torch.equal(data.loan_decision(d.features), truth)
+    assert torch.equal(d.labels.bool(), truth ^ d.noisy)
+    age, income, amount = (d.features[:, d.feature_names.index(n)] for n in ("age", "income", "amount"))
+    assert age.min() >= 18 and age.max() <= 75 and amount.min() >= 500 and amount.max() <= 20000
+    assert (income > 0).all() and "age <= 25 and job = none and amount > 5000" in d.rule
+    assert "housing" not in d.rule and "children" not in d.rule
+    assert len(d[:5]) == 5 and torch.equal(d[3].features, d.features[3:4])
+
+
+def test_loans_noise_share_and_balance():
+    d = data.loans(20000, "train", seed=0)
+    assert abs(d.noisy.float().mean() - data.LOAN_NOISE) < 0.005
+    assert 0.15 < d.labels.float().mean() < 0.5
+
+
+def test_loans_is_deterministic_and_prefix_stable():
+    a = data.loans(1200, seed=3)
+    assert torch.equal(a.features, data.loans(1200, seed=3).features) and torch.equal(
+        a.labels, data.loans(1200, seed=3).labels
+    )
+    assert torch.equal(data.loans(7, seed=3).features, a.features[:7])
+    assert not torch.equal(data.loans(7, seed=4).features, a.features[:7])
+    assert not torch.equal(data.loans(7, "train", seed=3).features, a.features[:7])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [({"n": 0}, ValueError, "n"), ({"n": 2, "split": "val"}, ValueError, "split"),
+     ({"n": 2, "seed": -3}, ValueError, "seed")],
+)  # fmt: skip
+def test_loans_bad_input(kwargs, error, name):
+    with pytest.raises(error, match=f"{name}:"):
+        data.loans(**kwargs)

@@ -51,6 +51,17 @@ def test_timeseries_cnn_reaches_its_accuracy():
     assert models.accuracy(model, series.series, series.labels) >= 0.97
 
 
+def test_loan_mlp_is_an_accurate_black_box_on_raw_rows():
+    model = models.load("loan_mlp")
+    assert isinstance(model, models.LoanMLP) and not model.training
+    loans = data.loans(2000, split="test", seed=123)
+    assert models.accuracy(model, loans.features, loans.labels) >= 0.95
+    rows = loans.features[:5]
+    standardized = (rows - model.mean) / model.std
+    torch.testing.assert_close(model(rows), model.net(standardized))
+    torch.testing.assert_close(model.mean, data.loans(4096, "train", seed=0).features.mean(0))
+
+
 def test_occlusion_training_makes_the_model_robust_to_occlusion(test_set):
     """The survey's claim (chapter 03): trained on occluded images, the model copes with occluded test images."""
     occluded, _ = data.occlude(test_set.images, p=1.0, seed=1)
@@ -78,6 +89,17 @@ def test_training_handles_series_and_occlusion(monkeypatch):
     assert not torch.equal(clean.features[0].weight, a.features[0].weight), "the occluding patches change training"
     with pytest.raises(ValueError, match="dataset"):
         models.train("tiny_unknown", progress=False)
+
+
+def test_training_handles_the_loan_table(monkeypatch):
+    monkeypatch.setitem(
+        models.RECIPES, "tiny_loans", models.Recipe(models.LoanMLP, dataset="loans", epochs=1, n_train=256)
+    )
+    a, b = models.train("tiny_loans", progress=False), models.train("tiny_loans", progress=False)
+    assert isinstance(a, models.LoanMLP) and not a.training
+    assert all(torch.equal(value, b.state_dict()[key]) for key, value in a.state_dict().items())
+    torch.manual_seed(0)  # train() seeds the initial weights the same way
+    assert not torch.equal(a.net[0].weight, models.LoanMLP().net[0].weight), "training changed the weights"
 
 
 def test_unknown_model_name_lists_the_known_ones():

@@ -2,7 +2,7 @@
 
 Import the modules you need (``import xai_course as xc`` gives them all):
 ``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``,
-``occlusion``, ``inversion``, ``deep_taylor``, ``deconvnet``.
+``occlusion``, ``inversion``, ``rules``, ``deep_taylor``, ``deconvnet``.
 """
 
 from . import (
@@ -17,10 +17,11 @@ from . import (
     models,
     occlusion,
     plot,
+    rules,
     shap,
     widgets,
 )
 
 __all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "gradient", "inversion", "lrp", "models",
-           "occlusion", "plot", "shap", "widgets"]  # fmt: skip
+           "occlusion", "plot", "rules", "shap", "widgets"]  # fmt: skip
 __version__ = "0.1.0"

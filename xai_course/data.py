@@ -10,6 +10,10 @@ Every series of ``timeseries`` (chapter 03) holds one class-defining pattern (a 
 burst, a square pulse, a triangle or a chirp) at a random position in noise on a
 slow drift, sometimes with a short spike that belongs to no class; ``masks`` marks
 the samples of the pattern. ``occlude`` pastes random patches on images or series.
+
+Every row of ``loans`` (chapter 05) is a loan application (age, job, income, amount,
+duration, car, housing, children) decided by a known rule with a little label noise, so
+that rule explanations can be checked against the rule that really made the decisions.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,20 @@ _SPLITS = {"train": 0, "test": 1}
 SERIES_CLASSES = ("sine", "square", "triangle", "chirp")
 SERIES_LENGTH = 128
 SERIES_NOISE = 0.25  # standard deviation of the white noise; the patterns have amplitudes 1.0 to 1.5
+LOAN_FEATURES = ("age", "job", "income", "amount", "duration", "car", "housing", "children")
+LOAN_CATEGORICAL = {
+    "job": ("none", "clerk", "skilled", "manager"),
+    "car": ("no", "yes"),
+    "housing": ("rent", "own", "free"),
+}
+LOAN_CLASSES = ("grant", "deny")
+LOAN_JOB_SHARES = ((0.5, 0.3, 0.15, 0.05), (0.25, 0.3, 0.28, 0.17))  # shares of the jobs up to age 25, above
+LOAN_INCOME_RANGES = ((400, 1200), (1200, 2800), (1800, 4200), (3000, 7000))  # monthly income per job, uniform
+LOAN_NOISE = 0.02  # share of the loan labels flipped
+LOAN_RULE = (
+    "deny if (age <= 25 and job = none and amount > 5000) or (amount / duration > income / 3)"
+    " or (age > 60 and duration > 48) or (job = none and car = no and amount > 8000); grant otherwise"
+)
 
 
 @dataclass
@@ -389,6 +407,87 @@ def occlude(
     mask = mask.to(x.device)
     occluded = torch.where(mask.unsqueeze(1), fill.to(x.device).view(n, 1, *[1] * len(spatial)), x)
     return occluded, mask
+
+
+# ----------------------------------------------------------------------------- loan applications (chapter 05)
+
+
+@dataclass
+class Loans:
+    """A table of loan applications with the bank's decisions and the rule that made them. Chapter 05.
+
+    Attributes
+    ----------
+    features : float32 tensor (N, F), one applicant per row; categorical columns hold integer codes
+    labels : int64 tensor (N,), ``classes[label]`` (0 grant, 1 deny), after the label noise
+    noisy : bool tensor (N,), the labels the noise flipped (they contradict ``rule``)
+    feature_names : tuple of column names
+    categorical : dict column name -> tuple of code names, ``categorical["job"][code]``
+    classes : tuple of outcome names
+    rule : the true decision rule, as text
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    noisy: torch.Tensor
+    feature_names: tuple = LOAN_FEATURES
+    categorical: dict = field(default_factory=lambda: dict(LOAN_CATEGORICAL))
+    classes: tuple = LOAN_CLASSES
+    rule: str = LOAN_RULE
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __getitem__(self, index) -> Loans:
+        pick = torch.arange(len(self))[index].reshape(-1)
+        rows = (self.features[pick], self.labels[pick], self.noisy[pick])
+        return Loans(*rows, self.feature_names, dict(self.categorical), self.classes, self.rule)
+
+
+def loan_decision(features: torch.Tensor) -> torch.Tensor:
+    """The true rule ``LOAN_RULE`` on rows of ``features`` (N, F): True where it denies the loan. Chapter 05."""
+    age, job, income, amount, duration, car = (features[:, LOAN_FEATURES.index(name)] for name in LOAN_FEATURES[:6])
+    none, no_car = job == LOAN_CATEGORICAL["job"].index("none"), car == LOAN_CATEGORICAL["car"].index("no")
+    young_unemployed = (age <= 25) & none & (amount > 5000)
+    unaffordable = amount / duration > income / 3
+    old_and_long = (age > 60) & (duration > 48)
+    unsecured = none & no_car & (amount > 8000)
+    return young_unemployed | unaffordable | old_and_long | unsecured
+
+
+def _loan_chunk(g: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` applicants (n, F), their labels and which labels the noise flipped."""
+    age = 18 + torch.floor(58 * torch.rand(n, generator=g) ** 1.5)  # more young applicants than old
+    shares = torch.tensor(LOAN_JOB_SHARES)[(age > 25).long()]
+    job = torch.multinomial(shares, 1, generator=g)[:, 0]
+    low, high = torch.tensor(LOAN_INCOME_RANGES).T[:, job]
+    income = torch.round((low + (high - low) * torch.rand(n, generator=g)) / 10) * 10
+    amount = torch.round(torch.exp(math.log(500) + math.log(40) * torch.rand(n, generator=g)) / 100) * 100
+    duration = 6.0 * torch.randint(1, 13, (n,), generator=g)
+    car = (torch.rand(n, generator=g) < 0.5).float()
+    housing = torch.randint(3, (n,), generator=g).float()
+    children = torch.randint(5, (n,), generator=g).float()
+    features = torch.stack([age, job.float(), income, amount, duration, car, housing, children], dim=1)
+    noisy = torch.rand(n, generator=g) < LOAN_NOISE
+    return features, (loan_decision(features) ^ noisy).long(), noisy
+
+
+def loans(n: int, split: str = "test", seed: int = 0) -> Loans:
+    """Generate ``n`` loan applications decided by the known rule ``LOAN_RULE``, with label noise.
+
+    The columns (``LOAN_FEATURES``) are age (18 to 75 years, more young than old), job (none, clerk,
+    skilled, manager; none more often up to age 25, ``LOAN_JOB_SHARES``), monthly income (its range set by
+    the job, ``LOAN_INCOME_RANGES``), loan amount (500 to 20k, log-uniform),
+    duration (6 to 72 months), car (no, yes), housing (rent, own, free) and children (0 to 4);
+    housing and children play no part in the rule. A share ``LOAN_NOISE`` of the labels is
+    flipped. The rule contains the survey's example ``{age <= 25, job = none, amount > 5k} ->
+    deny`` (its figure 6). Deterministic for (``split``, ``seed``), separate streams for train
+    and test, and the first rows do not depend on ``n`` (as ``shapes``). Chapter 05.
+    """
+    _check_request(n, split, seed)
+    parts = [_loan_chunk(_generator(seed, split, 3, chunk), _CHUNK) for chunk in range(math.ceil(n / _CHUNK))]
+    features, labels, noisy = (torch.cat(column)[:n] for column in zip(*parts))
+    return Loans(features.contiguous(), labels.contiguous(), noisy.contiguous())
 
 
 # ----------------------------------------------------------------------------- shipped files

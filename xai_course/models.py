@@ -8,6 +8,7 @@
 - ``shapes_cnn_occlusion``: ``shapes_cnn`` trained with random occluding patches on
   half of the training images (``data.occlude``), for the robustness claim of chapter 03.
 - ``timeseries_cnn``: a 1-D CNN for the course time series (``data.timeseries``), chapter 03.
+- ``loan_mlp``: a small MLP, the black box of the loan table (``data.loans``), chapter 05.
 
 ``load(name)`` returns the shipped weights; ``train(name)`` reproduces them
 deterministically on CPU. Introduced in chapter 00.
@@ -154,6 +155,29 @@ class ShapesResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class LoanMLP(nn.Module):
+    """A small black box for the loan table (``data.loans``): standardization, two hidden ReLU layers.
+
+    It takes raw feature rows (N, F), categorical codes included, and standardizes them
+    itself with the buffers ``mean`` and ``std`` (by default those of 4096 training rows),
+    so explainers can feed it the table as it is. Chapter 05.
+    """
+
+    def __init__(self, n_classes: int = len(data.LOAN_CLASSES), hidden: int = 64):
+        super().__init__()
+        rows = data.loans(4096, "train", seed=0).features
+        self.register_buffer("mean", rows.mean(0))
+        self.register_buffer("std", rows.std(0))
+        self.net = nn.Sequential(
+            nn.Linear(rows.shape[1], hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, n_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a course model is built and trained."""
@@ -175,6 +199,7 @@ RECIPES = {
     "shapes_cnn_clever_hans": Recipe(ShapesCNN, fold=True, clever_hans=True),
     "shapes_cnn_occlusion": Recipe(ShapesCNN, fold=True, occlude=0.5),
     "timeseries_cnn": Recipe(TimeSeriesCNN, dataset="timeseries", epochs=10),
+    "loan_mlp": Recipe(LoanMLP, dataset="loans", epochs=40, n_train=20000, batch_size=128),
 }
 
 
@@ -188,7 +213,13 @@ def _timeseries(recipe: Recipe, n: int, split: str, seed: int) -> tuple[torch.Te
     return batch.series, batch.labels
 
 
-DATASETS = {"shapes": _shapes, "timeseries": _timeseries}  # name -> (recipe, n, split, seed) -> (inputs, labels)
+def _loans(recipe: Recipe, n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = data.loans(n, split, seed=seed)
+    return batch.features, batch.labels
+
+
+# name -> (recipe, n, split, seed) -> (inputs, labels)
+DATASETS = {"shapes": _shapes, "timeseries": _timeseries, "loans": _loans}
 
 
 def _check_name(name: str) -> Recipe:

@@ -1,0 +1,359 @@
+"""rules: rules as data, trees and their paths, LORE, surrogate trees, fuzzy sets and rules, rules for a CNN."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_unchanged, state_of
+from sklearn.tree import DecisionTreeClassifier
+
+from xai_course import data, models, rules
+from xai_course.occlusion import resize
+
+JOB = data.LOAN_CATEGORICAL["job"]
+RULE_FEATURES = ("age", "job", "income", "amount", "duration", "car")  # housing and children play no part
+
+
+def _c(feature, column, op, value, codes=()):
+    return rules.Condition(feature, column, op, float(value), tuple(codes))
+
+
+def _survey_rule():
+    return rules.Rule((_c("age", 0, "<=", 25), _c("job", 1, "=", 0, JOB), _c("amount", 3, ">", 5000)), "deny")
+
+
+@pytest.fixture(scope="module")
+def loans():
+    return data.loans(1500, "train", seed=11)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return models.load("loan_mlp")
+
+
+def _true_rule(rows) -> np.ndarray:
+    """The known rule that generated the loan labels, as a black box rows -> labels (1 deny)."""
+    return data.loan_decision(torch.as_tensor(np.asarray(rows), dtype=torch.float32)).long().numpy()
+
+
+# ----------------------------------------------------------------------------- rules as data
+
+
+def test_rule_reads_as_the_survey_writes_it():
+    rule = _survey_rule()
+    assert str(rule) == "{age <= 25, job = none, amount > 5k} -> deny"
+    assert rule.as_if() == "IF age <= 25 AND job = none AND amount > 5k THEN deny"
+    assert len(rule) == 3 and str(_c("income", 2, ">", 900.5)) == "income > 900.5"
+
+
+def _holds_by_loop(rule, rows):
+    ops = {"<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+    ops |= {"=": lambda a, b: a == b, "!=": lambda a, b: a != b}
+    return np.array([all(ops[c.op](row[c.column], c.value) for c in rule.conditions) for row in rows])
+
+
+def _random_rule(rng, codes=JOB):
+    conditions = []
+    for column in rng.choice(4, size=rng.integers(1, 4), replace=False):
+        if column == 1:
+            conditions.append(_c("job", 1, rng.choice(["=", "!="]), rng.integers(len(codes)), codes))
+        else:
+            conditions.append(_c(f"x{column}", int(column), rng.choice(["<=", ">", ">="]), rng.normal()))
+    return rules.Rule(rules.merge(conditions), "deny")
+
+
+def test_rule_holds_agrees_with_a_loop_over_rows():
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.normal(size=200), rng.integers(4, size=200), rng.normal(size=(200, 2))])
+    for _ in range(30):
+        rule = _random_rule(rng)
+        np.testing.assert_array_equal(rule.holds(rows), _holds_by_loop(rule, rows))
+    assert rules.Rule((), "grant").holds(rows).all()
+
+
+def test_apply_moves_only_falsified_values_and_only_to_the_boundary():
+    rng = np.random.default_rng(1)
+    rows = np.column_stack([rng.normal(size=300), rng.integers(4, size=300), rng.normal(size=(300, 2))])
+    for _ in range(30):
+        rule = _random_rule(rng)
+        moved = rule.apply(rows)
+        assert rule.holds(moved).all()
+        for c in rule.conditions:
+            kept = c.holds(rows)
+            np.testing.assert_array_equal(moved[kept, c.column], rows[kept, c.column])
+            changed = moved[~kept, c.column]
+            if c.op in ("<=", ">="):
+                assert (changed == c.value).all()
+            elif c.op == ">":
+                assert (changed == np.nextafter(c.value, np.inf)).all()
+            elif c.op == "!=":  # the nearest allowed code, by enumeration
+                for old, new in zip(rows[~kept, c.column], changed):
+                    on_job = [d for d in rule.conditions if d.column == 1]
+                    allowed = [k for k in range(4) if all(d.holds(np.array([[0.0, k]]))[0] for d in on_job)]
+                    assert new == min(allowed, key=lambda k: (abs(k - old), k))
+        untouched = sorted(set(range(4)) - {c.column for c in rule.conditions})
+        np.testing.assert_array_equal(moved[:, untouched], rows[:, untouched])
+    shifted = rules.Rule((_c("x0", 0, ">", 1.0), _c("x2", 2, "<=", 0.0)), "deny").apply([0.0, 0, 1.0, 0], margin=0.5)
+    np.testing.assert_array_equal(shifted, [1.5, 0, -0.5, 0])
+
+
+def test_merge_keeps_the_premise_and_one_interval_per_feature():
+    rng = np.random.default_rng(2)
+    grid = np.array(list(itertools.product(np.linspace(-2, 2, 21), range(4))))
+    for _ in range(100):
+        raw = [_c("x0", 0, rng.choice(["<=", ">", ">="]), rng.normal()) for _ in range(rng.integers(1, 5))]
+        raw += [_c("job", 1, rng.choice(["=", "!="]), rng.integers(4), JOB) for _ in range(rng.integers(0, 3))]
+        merged = rules.merge(raw)
+        before, after = rules.Rule(tuple(raw), "deny"), rules.Rule(merged, "deny")
+        if not before.holds(grid).any():
+            continue  # a contradiction: merge need not keep it
+        np.testing.assert_array_equal(after.holds(grid), before.holds(grid))
+        for op in ("<=", ">", ">=", "="):
+            assert sum(c.op == op for c in merged) <= 1
+
+
+# ----------------------------------------------------------------------------- trees
+
+
+def test_tree_paths_partition_the_rows_as_sklearn_routes_them(loans):
+    rows, schema = rules._table(loans)
+    labels = ((rows[:, 1] == 0) & (rows[:, 3] > 5000)) | ((rows[:, 5] == 1) & (rows[:, 2] > 3000))  # job, car
+    tree = DecisionTreeClassifier(max_depth=5, random_state=0).fit(schema.encode(rows), labels)
+    paths = rules.tree_paths(tree, schema)
+    leaf = tree.apply(schema.encode(rows))
+    indicator = tree.decision_path(schema.encode(rows)).toarray().astype(bool)
+    for node, conditions in paths.items():
+        np.testing.assert_array_equal(rules.Rule(conditions, "").holds(rows), leaf == node)
+        depth = indicator[leaf == node].sum(1) - 1  # nodes on the path minus the leaf: the number of splits
+        assert (len(conditions) <= depth).all()
+    assert set(paths) == set(np.flatnonzero(tree.tree_.children_left < 0))
+    assert any(c.op in ("=", "!=") for conditions in paths.values() for c in conditions)
+
+
+def test_surrogate_finds_the_rule_features_and_scores_like_a_count(loans, mlp):
+    s = rules.surrogate_tree(mlp, loans, max_depth=4)
+    assert {"age", "income", "amount", "duration"} <= set(s.features) <= set(RULE_FEATURES)
+    labels = rules.black_box(mlp)(loans.features)
+    assert s.fidelity == pytest.approx(sum(a == b for a, b in zip(s.predict(loans.features), labels)) / len(labels))
+    test = data.loans(1000, "test", seed=5)
+    assert s.score(test.features, rules.black_box(mlp)(test.features)) >= 0.9
+    for row in loans.features[:50].numpy():
+        rule = s.rule_for(row)
+        assert rule.holds(row)[0] and rule.outcome == loans.classes[s.predict(row)[0]]
+    shallow = rules.surrogate_tree(_true_rule, loans, max_depth=1)
+    assert len(shallow.rules) == 2 and shallow.fidelity < s.fidelity
+
+
+# ----------------------------------------------------------------------------- LORE
+
+
+def test_mixed_distance_against_the_formula_row_by_row(loans):
+    rows, schema = rules._table(loans)
+    scale = rows.std(0)
+    x, z = rows[0], rows[1:40]
+    d = rules.mixed_distance(x, z, schema, scale)
+    cat, num = [1, 5, 6], [0, 2, 3, 4, 7]
+    for row, value in zip(z, d):
+        simple_match = sum(row[j] != x[j] for j in cat) / 3
+        u, v = x[num] / scale[num], row[num] / scale[num]
+        euclid = 0.5 * np.var(u - v) / (np.var(u) + np.var(v))
+        assert value == pytest.approx(3 / 8 * simple_match + 5 / 8 * euclid)
+    assert rules.mixed_distance(x, x[None], schema, scale)[0] == 0
+
+
+def test_genetic_operators_against_their_definitions():
+    rng = np.random.default_rng(3)
+    fitness = rng.random(50)
+    winners = rules._tournament(fitness, np.random.default_rng(4))
+    draws = np.random.default_rng(4).integers(50, size=(50, rules.TOURNAMENT))
+    np.testing.assert_array_equal(winners, [d[np.argmax(fitness[d])] for d in draws])
+    parents = rng.normal(size=(40, 8))
+    children = rules._crossover(parents, np.random.default_rng(5))
+    for i in range(0, 40, 2):
+        a, b, c, d = parents[i], parents[i + 1], children[i], children[i + 1]
+        swapped = np.flatnonzero(c != a)
+        assert np.array_equal(c[swapped], b[swapped]) and np.array_equal(d[swapped], a[swapped])
+        assert np.array_equal(np.sort(np.r_[c, d]), np.sort(np.r_[a, b]))
+        if swapped.size:
+            assert swapped.max() - swapped.min() + 1 == swapped.size, "one contiguous block"
+    fitness = np.array([0.52, 0.1, 0.91, 0.12, 0.9, 0.5, 0.55])  # sorted, the largest gap is 0.12 -> 0.5
+    assert sorted(rules._above_largest_gap(np.arange(7)[:, None], fitness)[:, 0]) == [0, 2, 4, 5, 6]
+    assert len(rules._above_largest_gap(np.arange(3)[:, None], np.full(3, 0.5))) == 3
+
+
+def test_lore_explains_a_known_rule(loans):
+    black_box = lambda rows: ((np.asarray(rows)[:, 0] <= 25) & (np.asarray(rows)[:, 3] > 5000)).astype(int)
+    x = np.array([22.0, 0, 900, 6000, 24, 0, 1, 0])
+    e = rules.lore(black_box, x, loans, seed=1)
+    assert e.rule.outcome == "deny" and e.hit and e.fidelity >= 0.95
+    assert {c.feature for c in e.rule.conditions} >= {"age", "amount"}
+    assert e.rule.holds(x)[0]
+    flipped = {str(c) for rule in e.counterfactuals for c in rule.conditions}
+    assert any(s.startswith("age >") for s in flipped) and any(s.startswith("amount <=") for s in flipped)
+    assert all(len(r) == 1 and r.outcome == "grant" for r in e.counterfactuals)
+    for rule, row in zip(e.counterfactuals, e.counterfactual_rows):
+        assert rule.holds(row)[0] and black_box(row[None])[0] == 0
+        assert set(np.flatnonzero(row != x)) <= {c.column for c in rule.conditions}
+        np.testing.assert_array_equal(rule.apply(x), row)  # the confirmed move is the rule's minimal move
+    raw = rules.lore(black_box, x, loans, seed=1, check=False)
+    leaves = [set(r.conditions) for r in raw.surrogate.rules if r.outcome == "grant"]
+    assert raw.counterfactuals and all(any(set(r.conditions) <= leaf for leaf in leaves) for r in raw.counterfactuals)
+    again = rules.lore(black_box, x, loans, seed=1)
+    assert str(again) == str(e) and np.array_equal(again.neighbourhood, e.neighbourhood)
+    assert not np.array_equal(rules.lore(black_box, x, loans, seed=2).neighbourhood, e.neighbourhood)
+    assert str(e).startswith("e = <r = {")
+
+
+def test_lore_on_the_black_box_is_faithful_and_its_counterfactuals_flip_it(loans, mlp):
+    before = state_of(mlp)
+    test = data.loans(12, "test", seed=123)
+    black_box = rules.black_box(mlp)
+    explanations = [rules.lore(mlp, x, loans, seed=i) for i, x in enumerate(test.features)]
+    assert np.mean([e.fidelity for e in explanations]) >= 0.9
+    assert np.mean([e.hit for e in explanations]) >= 0.9
+    valid = [bool(e.counterfactuals) and black_box(e.counterfactuals[0].apply(e.x)[None])[0] != black_box(e.x[None])[0]
+             for e in explanations]  # fmt: skip
+    assert np.mean(valid) >= 0.9
+    assert_unchanged(before, mlp)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [({"x": np.zeros(3)}, ValueError, "x:"), ({"predict": 3}, TypeError, "predict:"),
+     ({"n_neighbors": 1}, ValueError, "n_neighbors:"), ({"data": np.zeros((0, 8))}, ValueError, "data:"),
+     ({"categorical": {"colour": ("a",)}}, ValueError, "categorical:"), ({"seed": -1}, ValueError, "seed:")],
+)  # fmt: skip
+def test_lore_bad_input(kwargs, error, name, loans):
+    arguments = {"predict": _true_rule, "x": loans.features[0], "data": loans, "n_neighbors": 20, **kwargs}
+    with pytest.raises(error, match=name):
+        rules.lore(**arguments, generations=1)
+
+
+# ----------------------------------------------------------------------------- fuzzy sets
+
+
+def test_membership_functions_against_hand_values():
+    np.testing.assert_allclose(rules.triangular([0, 1, 2, 3, 4, 5], 1, 3, 4), [0, 0, 0.5, 1, 0, 0])
+    np.testing.assert_allclose(rules.trapezoidal([0, 1.5, 2, 3, 3.5, 6], 1, 2, 3, 5), [0, 0.5, 1, 1, 0.75, 0])
+    np.testing.assert_allclose(rules.trapezoidal([-9, 0, 1.5, 3], -np.inf, -np.inf, 1, 2), [1, 1, 0.5, 0])
+    np.testing.assert_allclose(rules.gaussian([1, 3], 1, 2), [1, np.exp(-0.5)])
+    with pytest.raises(ValueError, match="a, b, c, d"):
+        rules.trapezoidal(0, 2, 1, 3, 4)
+    with pytest.raises(ValueError, match="sigma"):
+        rules.gaussian(0, 0, 0)
+
+
+def test_granules_partition_the_line_at_the_quantiles():
+    values = np.random.default_rng(6).exponential(size=500)
+    g = rules.granules(values, "income")
+    assert g.words == ("LOW", "MEDIUM", "HIGH")
+    np.testing.assert_allclose(g.centres, np.quantile(values, [0.05, 0.5, 0.95]))
+    mu = g.memberships(np.linspace(-1, 8, 301))
+    np.testing.assert_allclose(mu.sum(1), 1.0)
+    np.testing.assert_allclose(g.memberships(g.centres), np.eye(3))
+    assert g.word(0) == "LOW" and g.word(100) == "HIGH" and g.word(g.centres[1]) == "MEDIUM"
+    assert rules.granules(np.zeros(9) + np.r_[np.zeros(8), 1], words=3).centres == (0.0, 0.5, 1.0)
+
+
+def test_fuzzy_rules_against_wang_mendel_by_hand():
+    rng = np.random.default_rng(7)
+    rows = np.column_stack([rng.uniform(0, 10, 300), rng.integers(2, size=300)])
+    black_box = lambda r: ((np.asarray(r)[:, 0] > 6) & (np.asarray(r)[:, 1] == 1)).astype(int)
+    base = rules.fuzzy_rules(black_box, rows, feature_names=("x", "flag"), categorical={"flag": ("no", "yes")},
+                             classes=("grant", "deny"))  # fmt: skip
+    g, labels = base.variables[0], black_box(rows)
+    mu = g.memberships(rows[:, 0])
+    for rule in base.rules:  # firing = product of memberships, consequent and weight as Ishibuchi et al.
+        word, code = rule.words
+        firing = np.array([mu[i, word] * (rows[i, 1] == code) for i in range(len(rows))])
+        np.testing.assert_allclose(base.firing(rows)[:, base.rules.index(rule)], firing)
+        beta = [firing[labels == k].sum() for k in (0, 1)]
+        assert rule.outcome == int(np.argmax(beta))
+        assert rule.weight == pytest.approx((max(beta) - min(beta)) / sum(beta))
+    assert str(base.rules[0]).startswith("IF x is ") and " AND flag is " in str(base.rules[0])
+    assert base.fidelity >= 0.9 and base.fidelity == np.mean(base.predict(rows) == labels)
+    top = base.explain(rows[0], top=2)
+    assert len(top) == 2 and top[0][1] >= top[1][1]
+
+
+def test_fuzzy_graph_interpolates_and_covers_a_known_function():
+    square = lambda x: np.asarray(x) ** 2
+    graph = rules.fuzzy_graph(square, 0.0, 1.0, n_granules=5)
+    x = np.linspace(0, 1, 401)
+    np.testing.assert_allclose(graph(x), np.interp(x, np.linspace(0, 1, 5), np.linspace(0, 1, 5) ** 2), atol=1e-12)
+    assert np.abs(graph(x) - x**2).max() <= 0.25**2 / 8 * 2 + 1e-12  # linear interpolation error h^2/8 max|f''|
+    assert graph.membership(x, x**2).min() >= 0.5 and graph.membership(0.5, 0.9) == 0
+    for (x_lo, x_hi), (y_lo, y_hi) in graph.patches:
+        assert y_lo == pytest.approx(x_lo**2) and y_hi == pytest.approx(x_hi**2)
+    line = rules.fuzzy_graph(lambda v: 3 * np.asarray(v) - 1, -2.0, 2.0, n_granules=3)
+    np.testing.assert_allclose(line(x), 3 * x - 1)
+    assert line.rules[0] == "IF x is LOW THEN y is about -7"
+
+
+# ----------------------------------------------------------------------------- rules for a CNN
+
+
+def test_fuzzy_head_fires_products_of_gaussians():
+    torch.manual_seed(0)
+    head = rules.FuzzyHead(3, 2, rules_per_class=2)
+    with torch.no_grad():
+        head.centres.normal_()
+        head.log_sigma.uniform_(-0.5, 0.5)
+        head.mean.copy_(torch.tensor([1.0, -1.0, 0.5]))
+        head.std.copy_(torch.tensor([2.0, 0.5, 1.0]))
+    z = torch.randn(7, 3)
+    u = ((z - head.mean) / head.std).double()
+    w = torch.ones(7, 4, dtype=torch.float64)
+    for r in range(4):
+        for d in range(3):
+            c, s = head.centres[r, d].item(), head.log_sigma[r, d].exp().item()
+            w[:, r] *= torch.from_numpy(rules.gaussian(u[:, d].numpy(), c, s))
+    torch.testing.assert_close(head.log_firing(z).double(), w.log(), atol=1e-4, rtol=1e-5)
+    normalized = w / w.sum(1, keepdim=True)
+    torch.testing.assert_close(head(z).softmax(1).double(), normalized.view(7, 2, 2).sum(2), atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(head.log_firing(torch.full((1, 3), 1e4))).all(), "log space: no underflow"
+
+
+def test_dissect_against_an_explicit_count():
+    g = torch.Generator().manual_seed(0)
+    shapes = data.shapes(12, seed=3)
+    maps = torch.rand(12, 5, 4, 4, generator=g)
+    concepts = rules.dissect(maps, shapes, quantile=0.8, batch_size=5)
+    for c in range(5):
+        threshold = torch.quantile(maps[:, c].flatten(), 0.8)
+        assert concepts.thresholds[c] == pytest.approx(threshold.item())
+        for k in range(4):
+            inter = union = 0
+            for n in range(12):
+                on = resize(maps[n, c][None], (64, 64))[0] > threshold
+                truth = shapes.masks[n] & (shapes.labels[n] == k)
+                inter += int((on & truth).sum())
+                union += int((on | truth).sum())
+            assert concepts.iou[c, k].item() == pytest.approx(inter / union, abs=1e-6)
+    assert len(concepts.names) == 5 and concepts.names[0].startswith("concept 0 (")
+
+
+def test_cnn_concept_rules_and_fuzzy_head_mimic_the_cnn():
+    cnn = models.load("shapes_cnn")
+    before = state_of(cnn)
+    train, test = data.shapes(300, "train", seed=5), data.shapes(300, "test", seed=123)
+    labels, maps, pooled = rules.concept_activations(cnn, train.images)
+    test_labels, _, test_pooled = rules.concept_activations(cnn, test.images)
+    concepts = rules.dissect(maps, train)
+    assert {"circle", "triangle", "cross"} <= set(concepts.labels)
+    tree = rules.concept_rules(pooled, labels, names=concepts.names, classes=train.classes, max_depth=3)
+    assert tree.score(test_pooled.double().numpy(), test_labels.numpy()) >= 0.9
+    assert all(c.feature.startswith("concept ") for rule in tree.rules for c in rule.conditions)
+    head = rules.fit_fuzzy_head(pooled, train.labels, rules_per_class=2, steps=150)
+    fuzzy = rules.FuzzyCNN(cnn, head)
+    cnn_accuracy = models.accuracy(cnn, test.images, test.labels)
+    assert models.accuracy(fuzzy, test.images, test.labels) >= cnn_accuracy - 0.03
+    torch.testing.assert_close(fuzzy(test.images[:4]), head(test_pooled[:4]))
+    variables = [rules.granules(pooled[:, d], name) for d, name in enumerate(concepts.names)]
+    text = head.rules(concepts.names, variables, train.classes)
+    assert len(text) == 8 and text[0].startswith("IF concept ") and text[0].endswith("THEN circle")
+    again = rules.fit_fuzzy_head(pooled, train.labels, rules_per_class=2, steps=150)
+    assert torch.equal(again.centres, head.centres)
+    assert_unchanged(before, cnn)
