@@ -61,9 +61,9 @@ from .core import (
     model_guard,
     output_like,
     predict,
-    resolve_target,
 )
 from .evaluate import _spearman
+from .gradient import _target_gradient
 
 # ----------------------------------------------------------------------------- the modified ReLU backward passes
 
@@ -122,19 +122,7 @@ class _ReLURule(TorchFunctionMode):
 
 def _modified_gradient(model, x, target, guided: bool) -> torch.Tensor:
     """The gradient of the target's logit with every ReLU's backward pass replaced by the rule."""
-    check_model(model)
-    x, unbatched = check_input(model, x)
-    with model_guard(model):
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            inputs = x.clone().requires_grad_(True)
-            with _ReLURule(guided):
-                logits = model(inputs)
-            target = resolve_target(target, logits)
-            score = logits.gather(1, target.unsqueeze(1)).sum()
-            (r,) = torch.autograd.grad(score, inputs)
+    x, r, unbatched = _target_gradient(model, x, target, forward_mode=_ReLURule(guided))
     return output_like(r, x, unbatched)
 
 

@@ -8,15 +8,19 @@ Introduced in chapter 00.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .core import check_input, check_model, model_guard, output_like, resolve_target
 
 
-def _target_gradient(model, x, target) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def _target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """The batched input, the gradient of the target logit with respect to it, and whether x came unbatched.
 
-    The model is evaluated in eval mode; the guard puts its flags back afterwards.
+    The model is evaluated in eval mode; the guard puts its flags back afterwards. ``forward_mode``, a
+    context manager entered around the forward pass, lets a method change the backward pass of some
+    operations (the deconvnet's ReLU rules).
     """
     check_model(model)
     x, unbatched = check_input(model, x)
@@ -26,7 +30,8 @@ def _target_gradient(model, x, target) -> tuple[torch.Tensor, torch.Tensor, bool
             p.requires_grad_(False)
         with torch.enable_grad():
             inputs = x.clone().requires_grad_(True)
-            logits = model(inputs)
+            with forward_mode or contextlib.nullcontext():
+                logits = model(inputs)
             target = resolve_target(target, logits)
             score = logits.gather(1, target.unsqueeze(1)).sum()
             (grad,) = torch.autograd.grad(score, inputs)
