@@ -204,17 +204,18 @@ def summation_error(model, x, background, attribution):
 
 
 def separated(model: nn.Module) -> nn.Module:
-    """shapes_cnn with a 1x1 identity convolution between each ReLU and the max-pool after it.
+    """A copy of ``model`` with a size-1 identity convolution between each ReLU and the max-pool after it.
 
     The same function; Captum's DeepLift needs it, because it breaks the summation to delta (by
-    tens of logits) when a MaxPool2d directly follows a ReLU.
+    tens of logits) when a max-pool directly follows a ReLU.
     """
     model = copy.deepcopy(model)
     layers = []
     for layer in model.features:
-        if isinstance(layer, nn.MaxPool2d):
+        if isinstance(layer, (nn.MaxPool1d, nn.MaxPool2d)):
             channels = layers[-2].out_channels
-            identity = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
+            conv = nn.Conv1d if isinstance(layer, nn.MaxPool1d) else nn.Conv2d
+            identity = conv(channels, channels, 1, groups=channels, bias=False)
             nn.init.ones_(identity.weight)
             layers.append(identity)
         layers.append(layer)
@@ -234,6 +235,23 @@ def test_deep_agrees_with_captum_on_shapes_cnn():
         warnings.simplefilter("ignore")  # Captum announces its hooks
         reference = captum.DeepLiftShap(separated(model)).attribute(x, baselines=background, target=target)
     assert (phi - reference).abs().max() < 1e-4
+
+
+def test_deep_on_time_series_with_max_pool_1d():
+    captum = pytest.importorskip("captum.attr")
+    model = models.load("timeseries_cnn")
+    x = data.timeseries(2, "test", seed=3).series
+    background = data.timeseries(6, "train", seed=4).series
+    phi = shap.deep(model, x, background=background)
+    assert phi.shape == x.shape
+    logits, reference = model(x), model(background)
+    target = logits.argmax(1)
+    delta = logits[torch.arange(len(x)), target] - reference[:, target].mean(0)
+    assert (phi.sum((1, 2)) - delta).abs().max() < 1e-4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Captum announces its hooks
+        expected = captum.DeepLiftShap(separated(model)).attribute(x, baselines=background, target=target)
+    assert (phi - expected).abs().max() < 1e-4
 
 
 class UnrolledBlock(nn.Module):

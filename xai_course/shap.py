@@ -363,6 +363,7 @@ def kernel(
 # ----------------------------------------------------------------------------- Deep SHAP
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Softplus)
+_MAX_POOL = (nn.MaxPool1d, nn.MaxPool2d)
 _LINEAR = (
     nn.Conv1d,
     nn.Conv2d,
@@ -408,7 +409,7 @@ class _RescaleElementwise(torch.autograd.Function):
 
 def _unpool(values: torch.Tensor, indices: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Put ``values`` back where the max-pool switches ``indices`` point (sums where windows overlap)."""
-    out = values.new_zeros(*shape[:2], shape[2] * shape[3])
+    out = values.new_zeros(*shape[:2], math.prod(shape[2:]))
     return out.scatter_add_(2, indices.flatten(2), values.flatten(2)).view(shape)
 
 
@@ -421,8 +422,9 @@ class _RescaleMaxPool(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
-        y, switches = F.max_pool2d(
+    def forward(ctx, z: torch.Tensor, pool: nn.MaxPool1d | nn.MaxPool2d) -> torch.Tensor:
+        max_pool = F.max_pool1d if isinstance(pool, nn.MaxPool1d) else F.max_pool2d
+        y, switches = max_pool(
             z, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, return_indices=True
         )
         ctx.save_for_backward(z, y, switches)
@@ -442,7 +444,7 @@ class _RescaleMaxPool(torch.autograd.Function):
 
 def _rescale_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
     """Forward hook: the module's output again, now with the DeepLIFT multipliers as its gradient."""
-    if isinstance(module, nn.MaxPool2d):
+    if isinstance(module, _MAX_POOL):
         return _RescaleMaxPool.apply(inputs[0], module)
     return _RescaleElementwise.apply(inputs[0], module.forward)
 
@@ -451,10 +453,10 @@ def _check_deep_modules(model: nn.Module) -> list[nn.Module]:
     """The nonlinear modules of ``model``; NotImplementedError for a layer Deep SHAP cannot handle."""
     nonlinear = []
     for name, module in model.named_modules():
-        if isinstance(module, (*_ELEMENTWISE, nn.MaxPool2d)):
+        if isinstance(module, (*_ELEMENTWISE, *_MAX_POOL)):
             nonlinear.append(module)
         elif not isinstance(module, _LINEAR) and not list(module.children()):
-            supported = ", ".join(t.__name__ for t in (*_ELEMENTWISE, nn.MaxPool2d, *_LINEAR))
+            supported = ", ".join(t.__name__ for t in (*_ELEMENTWISE, *_MAX_POOL, *_LINEAR))
             raise NotImplementedError(
                 f"model: Deep SHAP cannot handle layer {name!r} ({type(module).__name__}); supported: {supported}"
             )
