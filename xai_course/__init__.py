@@ -2,7 +2,8 @@
 
 Import the modules you need (``import xai_course as xc`` gives them all):
 ``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``,
-``occlusion``, ``inversion``, ``rules``, ``deep_taylor``, ``deconvnet``.
+``occlusion``, ``inversion``, ``rules``, ``deep_taylor``, ``deconvnet``, ``guide`` (the method
+registry and chooser of chapter 08).
 """
 
 from . import (
@@ -12,6 +13,7 @@ from . import (
     deep_taylor,
     evaluate,
     gradient,
+    guide,
     inversion,
     lrp,
     models,
@@ -22,6 +24,6 @@ from . import (
     widgets,
 )
 
-__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "gradient", "inversion", "lrp", "models",
+__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "gradient", "guide", "inversion", "lrp", "models",
            "occlusion", "plot", "rules", "shap", "widgets"]  # fmt: skip
 __version__ = "0.1.0"

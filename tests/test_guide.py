@@ -1,0 +1,156 @@
+"""The method registry, the chooser and the combination of methods (chapter 08)."""
+
+import math
+
+import pytest
+import torch
+from conftest import assert_unchanged, state_of
+from torch import nn
+
+from xai_course import data, evaluate, guide, models
+
+
+@pytest.fixture(scope="module")
+def cases():
+    """One course-like model and two inputs per kind of data."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    return {
+        "images": (models.load("shapes_cnn"), data.canonical(2).images),
+        "time series": (models.load("timeseries_cnn"), data.timeseries(2, "test", seed=5).series),
+        "tables": (mlp, torch.randn(2, 6)),
+    }
+
+
+ATTRIBUTION = [m for m in guide.METHODS.values() if m.explain is not None]
+
+
+@pytest.mark.parametrize("method", ATTRIBUTION, ids=lambda m: m.name)
+def test_data_flags_are_what_the_method_does(method, cases):
+    for kind, (model, x) in cases.items():
+        before = state_of(model)
+        if kind in method.data:
+            a = method.explain(model, x, None)
+            assert a.shape == x.shape and torch.isfinite(a).all(), kind
+        else:
+            with pytest.raises((ValueError, TypeError, NotImplementedError)):
+                method.explain(model, x, None)
+        assert_unchanged(before, model)
+
+
+@pytest.mark.parametrize("method", ATTRIBUTION, ids=lambda m: m.name)
+def test_negative_evidence_flag(method, cases):
+    model, x = cases["images" if "images" in method.data else "time series"]
+    a = method.explain(model, x, None)
+    if method.negative_evidence:
+        assert (a < 0).any()
+    elif method.name not in ("deconvnet", "guided_backprop"):  # signed, but not evidence (see Method)
+        assert (a >= -1e-6 * a.abs().max()).all()
+
+
+def test_completeness_flags(cases):
+    model, x = cases["images"]
+    logits = model(x).detach()
+    target = logits.argmax(1)
+    picked = logits[torch.arange(2), target]
+    dtd = guide.METHODS["deep_taylor"].explain(model, x, target)
+    assert torch.allclose(dtd.sum((1, 2, 3)), picked, rtol=1e-4)
+    background = x.mean(dim=(0, 2, 3), keepdim=True).expand(1, *x.shape[1:])
+    deep = guide.METHODS["deep_shap"].explain(model, x, target)
+    assert torch.allclose(deep.sum((1, 2, 3)), picked - model(background)[0, target].detach(), atol=1e-3)
+
+
+def test_every_method_has_valid_properties():
+    for name, m in guide.METHODS.items():
+        assert m.name == name and m.needs in guide.ACCESS and set(m.data) <= set(guide.DATA) and m.data
+        assert m.summary and 0 <= m.chapter <= 7
+
+
+def test_attribution_methods_for_compare(cases):
+    images = guide.attribution_methods("images")
+    assert list(images)[:2] == ["saliency", "gradient_x_input"] and "timereise" not in images
+    assert "timereise" in guide.attribution_methods("time series")
+    picked = guide.attribution_methods("images", ["rise", "lrp"])
+    assert list(picked) == ["rise", "lrp"]
+    with pytest.raises(ValueError, match="names.*timereise"):
+        guide.attribution_methods("images", ["timereise"])
+    with pytest.raises(ValueError, match="data"):
+        guide.attribution_methods("audio")
+    model, x = cases["images"]
+    rows = evaluate.compare(guide.attribution_methods("images", ["saliency"]), model, x, steps=2, progress=False)
+    assert [row.method for row in rows] == ["random", "saliency"]
+
+
+def test_choose_black_box_images():
+    choice = guide.choose(access="outputs", data="images")
+    assert set(choice.names) == {"kernel_shap", "sliding_window", "rise"}
+    assert "needs layers" in choice.excluded["lrp"]
+    assert "tables" in choice.excluded["lore"]
+    assert "kernel_shap" in repr(choice)
+
+
+def test_choose_tables_local_and_global():
+    assert set(guide.choose(access="outputs", data="tables").names) == {"lore"}
+    assert set(guide.choose(access="outputs", data="tables", global_view=True).names) == {"surrogate_tree"}
+    with_gradients = guide.choose(access="gradients", data="tables", negative_evidence=True).names
+    assert with_gradients == ["gradient_x_input"]
+
+
+def test_choose_negative_evidence_and_time_series():
+    names = guide.choose(access="gradients", data="images", negative_evidence=True).names
+    assert set(names) == {"gradient_x_input", "kernel_shap", "sliding_window"}
+    series = guide.choose(access="layers", data="time series").names
+    assert "timereise" in series and "kernel_shap" not in series and "lore" not in series
+
+
+def row(name, seconds, insertion, deletion):
+    return evaluate.Scores(name, seconds, deletion, insertion, 0.0)
+
+
+def test_choose_with_scores_sorts_and_checks_the_budget():
+    scores = [row("sliding_window", 0.5, 0.6, 0.2), row("rise", 3.0, 0.9, 0.1), row("kernel_shap", 0.2, 0.7, 0.2)]
+    choice = guide.choose(access="outputs", scores=scores)
+    assert choice.names == ["rise", "kernel_shap", "sliding_window"]
+    assert "insertion 0.90" in "; ".join(choice.suitable[0].reasons)
+    within = guide.choose(access="outputs", seconds_per_input=1.0, scores=scores)
+    assert within.names == ["kernel_shap", "sliding_window"] and "budget" in within.excluded["rise"]
+    unmeasured = guide.choose(access="outputs", seconds_per_input=1.0)
+    assert "not measured" in "; ".join(unmeasured.suitable[0].reasons)
+
+
+def test_choose_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="access"):
+        guide.choose(access="white-box")
+    with pytest.raises(ValueError, match="data"):
+        guide.choose(data="video")
+    with pytest.raises(ValueError, match="seconds_per_input"):
+        guide.choose(seconds_per_input=-1)
+    with pytest.raises(TypeError, match="scores"):
+        guide.choose(scores=[{"method": "rise"}])
+
+
+def test_rank_normalize_closed_form():
+    a = torch.tensor([[[3.0, -1.0], [0.5, 10.0]], [[1.0, 1.0], [2.0, 1.0]]])
+    expected = torch.tensor([[[2, 0], [1, 3]], [[1, 1], [3, 1]]]) / 3
+    assert torch.equal(guide.rank_normalize(a), expected)
+
+
+def test_combine_is_the_mean_of_ranks(cases):
+    model, x = cases["images"]
+    sal, gxi = guide.METHODS["saliency"].explain, guide.METHODS["gradient_x_input"].explain
+    before = state_of(model)
+    combined = guide.combine({"saliency": sal, "gxi": gxi})(model, x)
+    expected = (guide.rank_normalize(sal(model, x)) + guide.rank_normalize(gxi(model, x))) / 2
+    assert torch.allclose(combined, expected)
+    unbatched = guide.combine([sal, gxi])(model, x[0])  # float noise of 6e-7 may swap near-tied ranks
+    assert unbatched.shape == x[0].shape and (unbatched - expected[0]).abs().max() < 1e-3
+    assert_unchanged(before, model)
+    assert math.isclose(combined.mean().item(), 0.5, abs_tol=1e-3)
+    with pytest.raises(TypeError, match="methods"):
+        guide.combine([sal])
+
+
+def test_last_conv():
+    assert guide.last_conv(models.load("shapes_cnn")) == "features.8"
+    with pytest.raises(NotImplementedError, match="convolution"):
+        guide.last_conv(nn.Sequential(nn.Linear(2, 2)))

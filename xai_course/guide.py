@@ -1,0 +1,310 @@
+"""The course's methods in one registry, a method chooser, and a combination of methods.
+
+The survey (section 3) compares its methods in words. Here every method of chapters 00 to 07
+carries the properties a student needs to pick one (what it needs from the model, which data it
+explains, whether its maps show negative evidence, whether it is random, whether it gives a global
+view, which completeness property it has) and, for attribution methods, a function in the calling
+contract with the course's defaults. ``evaluate.compare``, ``choose`` and the tests all use this one
+list, so the chooser's reasons are the measured numbers of the same functions. Chapter 08.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import deconvnet, deep_taylor, gradient, lrp, occlusion, shap
+from .core import _describe, check_input, check_model
+from .evaluate import Scores
+
+ACCESS = ("outputs", "gradients", "layers")  # what a method needs from the model, least first
+DATA = ("images", "time series", "tables")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the course and the properties the chooser uses. Chapter 08.
+
+    needs : "outputs" (black box: only predictions), "gradients" (backpropagation through the model)
+        or "layers" (rules for each layer type: the model must be built of modules the method knows).
+    data : the kinds of input it explains ("images", "time series", "tables").
+    negative_evidence : its maps are signed, and negative means evidence against the target (deconvnet
+        and guided backprop have signs too, but they hardly depend on the target: chapter 07).
+    random : the result depends on a seed.
+    global_view : it explains the model as a whole, not one input at a time.
+    completeness : the quantity its attributions sum to, or None.
+    explain : ``explain(model, x, target)`` with the course defaults, or None for methods that do not
+        return attributions (rules, reconstructions, galleries).
+    """
+
+    name: str
+    chapter: int
+    summary: str
+    needs: str
+    data: tuple[str, ...]
+    negative_evidence: bool
+    random: bool
+    global_view: bool
+    completeness: str | None
+    explain: Callable | None
+
+
+def _bounds(x: torch.Tensor) -> tuple[float, float]:
+    """zB's input bounds: [0, 1] for images in [0, 1], widened to the data's range otherwise."""
+    return min(0.0, x.min().item()), max(1.0, x.max().item())
+
+
+def _lrp(model, x, target=None):
+    low, high = _bounds(x)
+    return lrp.explain(model, x, target, composite="epsilon_gamma_box", low=low, high=high)
+
+
+def _deep_taylor(model, x, target=None):
+    low, high = _bounds(x)
+    return deep_taylor.explain(model, x, target, input_rule="zb", low=low, high=high)
+
+
+def _kernel_shap(model, x, target=None):
+    segments = shap.superpixels(x, n_segments=16, method="grid")
+    return shap.kernel(model, x, target, segments=segments, n_samples=512)
+
+
+def _deep_shap(model, x, target=None):
+    mean_colour = x.mean(dim=[0, *range(2, x.ndim)], keepdim=True)  # one uniform input of the batch's mean
+    return shap.deep(model, x, target, background=mean_colour.expand(1, *x.shape[1:]))
+
+
+def _sliding_window(model, x, target=None):
+    return occlusion.sliding_window(model, x, target, window=8, stride=4, value="mean")
+
+
+def _rise(model, x, target=None):
+    return occlusion.rise(model, x, target, n_masks=1000, value="mean")
+
+
+def last_conv(model: nn.Module) -> str:
+    """The name of the last convolution of ``model`` (SIDU's feature maps). Chapter 08."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if not names:
+        raise NotImplementedError(
+            f"model: SIDU needs a convolution for its feature maps; {type(model).__name__} has none"
+        )
+    return names[-1]
+
+
+def _sidu(model, x, target=None):
+    return occlusion.sidu(model, x, target, layer=last_conv(model), value="mean")
+
+
+_ANY = DATA
+_SIGNALS = ("images", "time series")
+METHODS = {
+    m.name: m
+    for m in [
+        Method("saliency", 0, "|gradient| of the logit", "gradients", _ANY, False, False, False, None,
+               gradient.saliency),
+        Method("gradient_x_input", 0, "gradient times input", "gradients", _ANY, True, False, False, None,
+               gradient.gradient_x_input),
+        Method("lrp", 1, "LRP, composite epsilon-gamma-box", "layers", _ANY, True, False, False,
+               "the logit, less what biases absorb", _lrp),
+        Method("kernel_shap", 2, "Kernel SHAP on 16 grid superpixels, 512 coalitions", "outputs", ("images",), True,
+               True, True, "f(x) - f(baseline) (efficiency)", _kernel_shap),
+        Method("deep_shap", 2, "Deep SHAP against the batch's mean colour", "layers", _ANY, True, False, True,
+               "f(x) - f(background) (summation to delta)", _deep_shap),
+        Method("sliding_window", 3, "occlusion by an 8-pixel window, stride 4, mean fill", "outputs", _SIGNALS, True,
+               False, False, None, _sliding_window),
+        Method("rise", 3, "RISE, 1000 random masks, mean fill", "outputs", _SIGNALS, False, True, False, None, _rise),
+        Method("sidu", 3, "SIDU, masks from the last convolution's feature maps", "layers", _SIGNALS, False, False,
+               False, None, _sidu),
+        Method("timereise", 3, "TimeREISE, random slices of a series", "outputs", ("time series",), False, True, False,
+               None, occlusion.timereise),
+        Method("deep_taylor", 6, "deep Taylor decomposition, z+ hidden and zB input", "layers", _ANY, False, False,
+               False, "the logit (biases ignored)", _deep_taylor),
+        Method("deconvnet", 7, "deconvnet (ReLU on the backward signal)", "gradients", _ANY, False, False, False, None,
+               deconvnet.deconvnet),
+        Method("guided_backprop", 7, "guided backpropagation", "gradients", _ANY, False, False, False, None,
+               deconvnet.guided_backprop),
+        Method("inversion", 4, "rebuild the input from a layer's features (optimization or decoder)", "gradients",
+               ("images",), False, True, False, None, None),
+        Method("lore", 5, "a local decision rule and counterfactual rules", "outputs", ("tables",), False, True, False,
+               None, None),
+        Method("surrogate_tree", 5, "a decision tree that mimics the model, read as rules", "outputs", ("tables",),
+               False, False, True, None, None),
+        Method("concept_rules", 5, "rules over concepts of the last convolution, named by the masks", "layers",
+               ("images",), False, False, True, None, None),
+        Method("top_activations", 7, "the inputs that excite a feature map most, projected back", "layers",
+               ("images",), False, False, True, None, None),
+    ]
+}  # fmt: skip
+
+
+def attribution_methods(data: str = "images", names: Sequence[str] | None = None) -> dict[str, Callable]:
+    """name -> ``explain(model, x, target)`` of the attribution methods for ``data``, for ``evaluate.compare``.
+
+    ``names`` picks and orders them (default: all, in chapter order). Chapter 08.
+    """
+    _check_choice("data", data, DATA)
+    chosen = [m for m in METHODS.values() if m.explain is not None and data in m.data]
+    if names is None:
+        return {m.name: m.explain for m in sorted(chosen, key=lambda m: m.chapter)}
+    available = {m.name: m.explain for m in chosen}
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(f"names: expected attribution methods for {data} among {sorted(available)}, got {unknown}")
+    return {name: available[name] for name in names}
+
+
+def _check_choice(name: str, value, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {_describe(value)}")
+
+
+# ----------------------------------------------------------------------------- the chooser
+
+
+@dataclass
+class Recommendation:
+    """A suitable method, why it suits, and the measured numbers behind it (if scores were given). Chapter 08."""
+
+    method: Method
+    reasons: list[str]
+    scores: Scores | None = None
+
+
+@dataclass
+class Choice:
+    """``choose``'s answer: the suitable methods, best measured first, and why the others were left out. Chapter 08."""
+
+    suitable: list[Recommendation]
+    excluded: dict[str, str]
+
+    @property
+    def names(self) -> list[str]:
+        return [r.method.name for r in self.suitable]
+
+    def __repr__(self) -> str:
+        lines = ["Suitable:"] + [f"  {r.method.name}: {'; '.join(r.reasons)}" for r in self.suitable]
+        lines += ["Left out:"] + [f"  {name}: {why}" for name, why in self.excluded.items()]
+        return "\n".join(lines)
+
+
+def _scores_by_name(scores) -> dict[str, Scores]:
+    if scores is None:
+        return {}
+    if not isinstance(scores, Sequence) or not all(isinstance(row, Scores) for row in scores):
+        raise TypeError(f"scores: expected the rows of evaluate.compare (a list of Scores), got {_describe(scores)}")
+    return {row.method: row for row in scores}
+
+
+def _why_not(m: Method, access, data, negative_evidence, global_view, seconds, row) -> str | None:
+    """The first requirement ``m`` fails, in words, or None."""
+    if ACCESS.index(m.needs) > ACCESS.index(access):
+        return f"needs {m.needs}, you have {access}"
+    if data not in m.data:
+        return f"explains {', '.join(m.data)}, not {data}"
+    if negative_evidence and not m.negative_evidence:
+        return "shows no negative evidence"
+    if global_view and not m.global_view:
+        return "explains one input at a time"
+    if not global_view and m.explain is None and m.global_view:
+        return "a global view, not an explanation of one input"
+    if seconds is not None and row is not None and row.seconds_per_image > seconds:
+        return f"measured {row.seconds_per_image:.3g} s per input, over the budget of {seconds:g} s"
+    return None
+
+
+def _reasons(m: Method, seconds, row: Scores | None) -> list[str]:
+    reasons = [m.summary, f"needs {m.needs} (chapter {m.chapter:02d})"]
+    if m.negative_evidence:
+        reasons.append("signed: shows evidence against the class too")
+    if m.completeness:
+        reasons.append(f"sums to {m.completeness}")
+    if m.random:
+        reasons.append("random: seeded, but a different seed gives a different answer")
+    if row is not None:
+        reasons.append(f"measured: insertion {row.insertion_auc:.2f}, deletion {row.deletion_auc:.2f}")
+        if not math.isnan(row.mass_accuracy):
+            reasons.append(f"mass on the object {row.mass_accuracy:.2f}")
+        reasons.append(f"{row.seconds_per_image:.3g} s per input")
+    elif seconds is not None and m.explain is not None:
+        reasons.append("runtime not measured: pass scores to check the budget")
+    return reasons
+
+
+def choose(
+    *,
+    access: str = "layers",
+    data: str = "images",
+    negative_evidence: bool = False,
+    global_view: bool = False,
+    seconds_per_input: float | None = None,
+    scores: Sequence[Scores] | None = None,
+) -> Choice:
+    """The methods that suit a situation, with reasons and, given ``scores``, the measured numbers.
+
+    Parameters
+    ----------
+    access : what you can do with the model: "outputs" (black box), "gradients" or "layers" (all of it).
+    data : "images", "time series" or "tables".
+    negative_evidence : you need maps that also show what speaks against the class.
+    global_view : you need to explain the model as a whole rather than one input.
+    seconds_per_input : a time budget per explained input, checked against the measured runtimes.
+    scores : rows of ``evaluate.compare`` on your model (named as in ``METHODS``); with them, the
+        suitable methods are sorted by measured faithfulness (insertion minus deletion AUC), best first.
+
+    Chapter 08.
+    """
+    _check_choice("access", access, ACCESS)
+    _check_choice("data", data, DATA)
+    if seconds_per_input is not None and not (isinstance(seconds_per_input, int | float) and seconds_per_input > 0):
+        raise ValueError(f"seconds_per_input: expected a positive number or None, got {_describe(seconds_per_input)}")
+    measured = _scores_by_name(scores)
+    suitable, excluded = [], {}
+    for m in METHODS.values():
+        row = measured.get(m.name)
+        why = _why_not(m, access, data, negative_evidence, global_view, seconds_per_input, row)
+        if why is None:
+            suitable.append(Recommendation(m, _reasons(m, seconds_per_input, row), row))
+        else:
+            excluded[m.name] = why
+    suitable.sort(key=lambda r: -(r.scores.insertion_auc - r.scores.deletion_auc) if r.scores else math.inf)
+    return Choice(suitable, excluded)
+
+
+# ----------------------------------------------------------------------------- combining methods
+
+
+def rank_normalize(attribution: torch.Tensor) -> torch.Tensor:
+    """Each sample's map replaced by the ranks of its values, scaled to [0, 1]; tied values share their mean rank.
+
+    Chapter 08.
+    """
+    flat = attribution.flatten(1).contiguous()
+    ordered = flat.sort(1).values
+    first = torch.searchsorted(ordered, flat, side="left")
+    last = torch.searchsorted(ordered, flat, side="right") - 1
+    ranks = (first + last).to(attribution.dtype) / 2
+    return (ranks / max(flat.shape[1] - 1, 1)).view_as(attribution)
+
+
+def combine(methods: Mapping[str, Callable] | Sequence[Callable]) -> Callable:
+    """A new method: the mean of the rank-normalized maps of ``methods`` (the survey's closing idea).
+
+    Ranks put maps of different scales (logits, probabilities, gradients) on one footing; the
+    result orders pixels by their average rank and is no longer signed. Chapter 08.
+    """
+    parts = list(methods.values()) if isinstance(methods, Mapping) else list(methods)
+    if len(parts) < 2 or not all(callable(p) for p in parts):
+        raise TypeError(f"methods: expected at least two methods method(model, x, target), got {_describe(methods)}")
+
+    def combined(model, x, target=None):
+        check_model(model)
+        batch, unbatched = check_input(model, x)
+        result = torch.stack([rank_normalize(part(model, batch, target)) for part in parts]).mean(0)
+        return result[0] if unbatched else result
+
+    return combined
