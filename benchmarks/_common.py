@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: the course model and a median timer."""
+"""Helpers shared by the benchmark scripts: the course model and median timers."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def alternating_medians(first, second, repeats: int) -> tuple[float, float]:
+    """Median wall times of two functions timed alternately (after one warm-up each), so load drifts hit both."""
+    first(), second()
+    times: tuple[list, list] = ([], [])
+    for _ in range(repeats):
+        for fn, record in zip((first, second), times):
+            record.append(median_seconds(fn, 1))
+    return statistics.median(times[0]), statistics.median(times[1])

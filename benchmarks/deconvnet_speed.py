@@ -10,13 +10,11 @@ The requirement is time(ours) / time(Captum) <= 1.0 for both. Run: ``python benc
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 import warnings
 
 import torch
-from _common import course_model
+from _common import alternating_medians, course_model
 from captum.attr import Deconvolution, GuidedBackprop
 
 from xai_course import data, deconvnet
@@ -33,18 +31,6 @@ def captum_explain(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Captum announces its hooks
         return method(model).attribute(x, target=target)
-
-
-def alternating_medians(first, second, repeats: int) -> tuple[float, float]:
-    """Median wall times of two functions timed alternately (after one warm-up each), so load drifts hit both."""
-    first(), second()
-    times: tuple[list, list] = ([], [])
-    for _ in range(repeats):
-        for fn, record in zip((first, second), times):
-            start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> int:

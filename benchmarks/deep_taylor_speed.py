@@ -16,8 +16,7 @@ import copy
 import sys
 
 import torch
-from _common import course_model
-from lrp_speed import median_seconds
+from _common import alternating_medians, course_model
 from torch import nn
 from torch.nn import functional as F
 from zennit import attribution, composites, rules, types
@@ -60,7 +59,7 @@ def main() -> int:
         ours, theirs = deep_taylor.explain(model, x, input_rule=input_rule), zennit_explain(model, x, input_rule)
         error = ((ours - theirs).abs().max() / theirs.abs().max()).item()
         assert error < 1e-5, f"{input_rule}: explain and Zennit disagree (relative error {error:.2e})"
-        t_ours, t_theirs = median_seconds(
+        t_ours, t_theirs = alternating_medians(
             lambda r=input_rule: deep_taylor.explain(model, x, input_rule=r),
             lambda r=input_rule: zennit_explain(model, x, r),
             args.repeats,

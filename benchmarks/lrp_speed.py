@@ -9,12 +9,10 @@ requirement is time(explain) / time(Zennit) <= 1.0 for every preset. Run: ``pyth
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
-from _common import course_model
+from _common import alternating_medians, course_model
 from torch import nn
 from torch.nn import functional as F
 from zennit import attribution, composites, rules
@@ -41,18 +39,6 @@ def zennit_explain(model: nn.Module, x: torch.Tensor, preset: str) -> torch.Tens
     return relevance
 
 
-def median_seconds(first, second, repeats: int) -> tuple[float, float]:
-    """Median wall times of two functions, timed alternately (after one warm-up each) so load drifts hit both."""
-    first(), second()
-    times: tuple[list, list] = ([], [])
-    for _ in range(repeats):
-        for fn, record in zip((first, second), times):
-            start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -67,7 +53,7 @@ def main() -> int:
         ours, theirs = lrp.explain(model, x, composite=preset), zennit_explain(model, x, preset)
         error = ((ours - theirs).abs().max() / theirs.abs().max()).item()
         assert error < 1e-5, f"{preset}: explain and Zennit disagree (relative error {error:.2e})"
-        t_ours, t_theirs = median_seconds(
+        t_ours, t_theirs = alternating_medians(
             lambda p=preset: lrp.explain(model, x, composite=p),
             lambda p=preset: zennit_explain(model, x, p),
             args.repeats,

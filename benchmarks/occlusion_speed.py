@@ -27,24 +27,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 
 import torch
-from _common import course_model, median_seconds
+from _common import alternating_medians, course_model
 from captum.attr import Occlusion
 
 from xai_course import data, occlusion
 from xai_course.core import batch_slices
 
 MEMORY_MASKS = (1000, 8000)
-
-
-def alternate(a, b, repeats: int) -> tuple[float, float]:
-    """Median times of ``a()`` and ``b()`` run alternately, so that load on the machine hits both alike."""
-    times = [(median_seconds(a, 1), median_seconds(b, 1)) for _ in range(repeats)]
-    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
 
 def sliding_window_benchmark(model, args) -> None:
@@ -61,8 +54,8 @@ def sliding_window_benchmark(model, args) -> None:
     run_ours = lambda: occlusion.sliding_window(model, x, target, window=8, stride=4, batch_size=args.batch_size)
     reference = run_captum()
     error = ((run_ours() - reference).abs().max() / reference.abs().max()).item()
-    ours, batched = alternate(run_ours, run_captum, args.repeats)
-    _, default = alternate(run_ours, lambda: run_captum(1), args.repeats)
+    ours, batched = alternating_medians(run_ours, run_captum, args.repeats)
+    _, default = alternating_medians(run_ours, lambda: run_captum(1), args.repeats)
     theirs = min(batched, default)
     windows = len(occlusion.window_starts(64, 8, 4)) ** 2
     print(f"Sliding window, {len(x)} images x {windows} windows, batch {args.batch_size}")
@@ -87,8 +80,8 @@ def rise_benchmark(model, args) -> None:
 
     run_plain, run_last = forward_passes(torch.contiguous_format), forward_passes(torch.channels_last)
     run_rise(), run_plain(), run_last()
-    ours, plain = alternate(run_rise, run_plain, args.repeats)
-    _, last = alternate(run_rise, run_last, args.repeats)
+    ours, plain = alternating_medians(run_rise, run_plain, args.repeats)
+    _, last = alternating_medians(run_rise, run_last, args.repeats)
     print(f"RISE, {args.masks} masks on one image, batch {args.batch_size}")
     print(
         f"  time rise {ours:.3f} s; {args.masks} plain forward passes {plain:.3f} s (channels-last inputs, as rise "

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import shap as shap_library
 import torch
-from _common import median_seconds
+from _common import alternating_medians
 from captum.attr import DeepLiftShap
 
 from xai_course import data, models, shap
@@ -57,8 +57,8 @@ def kernel_one_image(model, x, s, t, args) -> tuple[float, float, float, float, 
     errors = [np.mean([(ours(seed) - exact).abs().max().item() for seed in range(args.seeds)])]
     for l1_reg in (SHAP_DEFAULT_L1_REG, False):
         errors.append(np.mean([np.abs(theirs(seed, l1_reg) - exact.numpy()).max() for seed in range(args.seeds)]))
-    ours_time = median_seconds(lambda: ours(0), args.repeats)
-    return (*errors, ours_time, median_seconds(lambda: theirs(0, SHAP_DEFAULT_L1_REG), args.repeats))
+    times = alternating_medians(lambda: ours(0), lambda: theirs(0, SHAP_DEFAULT_L1_REG), args.repeats)
+    return (*errors, *times)
 
 
 def kernel_benchmark(args) -> None:
@@ -86,8 +86,7 @@ def deep_benchmark(args) -> None:
     run_captum = lambda: captum.attribute(x, baselines=background, target=target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_ours(), run_captum()
-        ours, theirs = median_seconds(run_ours, args.repeats), median_seconds(run_captum, args.repeats)
+        ours, theirs = alternating_medians(run_ours, run_captum, args.repeats)
     print(f"Deep SHAP, {len(x)} images, {len(background)} background rows")
     print(f"  time ours {ours:.3f} s, Captum DeepLiftShap {theirs:.3f} s, ratio {ours / theirs:.3f} (<= 1.0)")
 
