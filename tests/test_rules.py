@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import assert_unchanged, state_of
 from sklearn.tree import DecisionTreeClassifier
+from torch import nn
 
 from xai_course import data, models, rules
 from xai_course.occlusion import resize
@@ -130,6 +131,9 @@ def test_tree_paths_partition_the_rows_as_sklearn_routes_them(loans):
         assert (len(conditions) <= depth).all()
     assert set(paths) == set(np.flatnonzero(tree.tree_.children_left < 0))
     assert any(c.op in ("=", "!=") for conditions in paths.values() for c in conditions)
+    names = schema.encoded_names()
+    assert len(names) == schema.encode(rows).shape[1] == len(schema.one_hot_columns())
+    assert names[:5] == ["age", "job = none", "job = clerk", "job = skilled", "job = manager"]
 
 
 def test_surrogate_finds_the_rule_features_and_scores_like_a_count(loans, mlp):
@@ -216,6 +220,11 @@ def test_lore_on_the_black_box_is_faithful_and_its_counterfactuals_flip_it(loans
     valid = [bool(e.counterfactuals) and black_box(e.counterfactuals[0].apply(e.x)[None])[0] != black_box(e.x[None])[0]
              for e in explanations]  # fmt: skip
     assert np.mean(valid) >= 0.9
+    for e in explanations:  # no checked counterfactual is a farther copy of another
+        shapes = [
+            tuple((c.column, c.op, c.value if c.codes else None) for c in r.conditions) for r in e.counterfactuals
+        ]
+        assert len(shapes) == len(set(shapes))
     assert_unchanged(before, mlp)
 
 
@@ -314,6 +323,24 @@ def test_fuzzy_head_fires_products_of_gaussians():
     normalized = w / w.sum(1, keepdim=True)
     torch.testing.assert_close(head(z).softmax(1).double(), normalized.view(7, 2, 2).sum(2), atol=1e-5, rtol=1e-5)
     assert torch.isfinite(head.log_firing(torch.full((1, 3), 1e4))).all(), "log space: no underflow"
+
+
+def test_adam_step_matches_torch_optim_adam():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(5, 3, generator=g)
+    ours = torch.randn(5, 3, generator=g)
+    theirs = nn.Parameter(ours.clone())
+    ours.requires_grad_(True)
+    m, v = torch.zeros_like(ours), torch.zeros_like(ours)
+    optimizer = torch.optim.Adam([theirs], lr=0.05)
+    for step in range(1, 21):
+        (gradient,) = torch.autograd.grad(((ours - target) ** 3).abs().sum(), [ours])
+        with torch.no_grad():
+            rules._adam_step(ours, gradient, m, v, step, 0.05)
+        optimizer.zero_grad()
+        ((theirs - target) ** 3).abs().sum().backward()
+        optimizer.step()
+    torch.testing.assert_close(ours.detach(), theirs.detach(), rtol=1e-6, atol=1e-7)
 
 
 def test_dissect_against_an_explicit_count():

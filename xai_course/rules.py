@@ -91,6 +91,14 @@ class Schema:
             for k in (range(len(self.categorical[j])) if j in self.categorical else [None])
         ]
 
+    def encoded_names(self) -> list[str]:
+        """The names of the columns of ``encode``: ``age`` for a number, ``job = none`` for an indicator (for
+        drawing a tree with ``sklearn.tree.plot_tree``)."""
+        return [
+            self.names[j] if k is None else f"{self.names[j]} = {self.categorical[j][k]}"
+            for j, k in self.one_hot_columns()
+        ]
+
     def encode(self, rows: np.ndarray) -> np.ndarray:
         """``rows`` with every categorical column replaced by one indicator column per code (for the trees)."""
         columns = [rows[:, j] if k is None else (rows[:, j] == k) for j, k in self.one_hot_columns()]
@@ -566,9 +574,20 @@ def _counterfactuals(x, surrogate: Surrogate, outcome: str, z: np.ndarray, predi
         (r for r in found if len(r) == fewest), key=lambda r: (float(np.abs((found[r] - x) / scale).sum()), str(r))
     )
     if check:  # the confirmed move becomes the rule's bound, so that Rule.apply(x) reproduces it
-        confirmed = {_tighten(rule, found[rule]): found[rule] for rule in order}
+        confirmed, shapes = {}, set()
+        for rule in order:  # nearest first: a farther move of the same features in the same direction adds nothing
+            tight = _tighten(rule, found[rule])
+            shape = _shape(tight)
+            if shape not in shapes:
+                confirmed[tight], shapes = found[rule], shapes | {shape}
         return list(confirmed), list(confirmed.values())
     return order, [found[r] for r in order]
+
+
+def _shape(rule: Rule) -> tuple:
+    """What a rule changes: (column, op) per condition, with the code for a category (``job = clerk`` and
+    ``job = skilled`` are different changes, ``income <= 540`` and ``income <= 450`` the same one)."""
+    return tuple((c.column, c.op, c.value if c.codes else None) for c in rule.conditions)
 
 
 def _tighten(delta: Rule, row: np.ndarray) -> Rule:
@@ -609,9 +628,10 @@ def lore(
     leaf row whose move changes b's outcome is taken, and rules without one are dropped before the
     fewest-conditions rules are kept; the bounds of each kept rule are then moved to its confirmed row
     (``age <= 62.25`` becomes ``age <= 59`` if age 59 is the confirmed move; a ``>`` becomes ``>=``), so
-    that ``Rule.apply(x)`` lands on the confirmed row. ``predict`` maps rows to labels (or is a ``torch.nn.Module``);
-    ``data`` is a ``data.loans`` table or an array of rows with ``feature_names``,
-    ``categorical`` and ``classes``. Chapter 05.
+    that ``Rule.apply(x)`` lands on the confirmed row; of two checked rules that move the same features in
+    the same direction (``income <= 540``, ``income <= 450``) only the nearer is kept. ``predict`` maps rows
+    to labels (or is a ``torch.nn.Module``); ``data`` is a ``data.loans`` table or an array of rows with
+    ``feature_names``, ``categorical`` and ``classes``. Chapter 05.
     """
     check_positive_int("n_neighbors", n_neighbors, 2)
     check_positive_int("generations", generations, 0)
@@ -1096,8 +1116,8 @@ def fit_fuzzy_head(
 
     Rules start from k-means clusters of each class (centres = cluster means, widths = cluster standard
     deviations), so the rule base does not grow as a grid of words would; then all centres and widths are
-    trained with Adam on the cross-entropy, full batch, for ``steps`` steps. Deterministic for ``seed``.
-    Chapter 05.
+    trained with Adam (``_adam_step``) on the cross-entropy, full batch, for ``steps`` steps. Deterministic
+    for ``seed``. Chapter 05.
     """
     if not (isinstance(z, torch.Tensor) and z.is_floating_point() and z.ndim == 2):
         raise TypeError(f"z: expected a float tensor (N, D), got {_describe(z)}")
@@ -1121,13 +1141,27 @@ def fit_fuzzy_head(
             )
             head.centres[k * rules_per_class : (k + 1) * rules_per_class] = centres
             head.log_sigma[k * rules_per_class : (k + 1) * rules_per_class] = spread.clamp(min=0.1).log()
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    for _ in range(steps):
+    parameters = [head.centres, head.log_sigma]
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in parameters]
+    for step in range(1, steps + 1):
         loss = nn.functional.cross_entropy(head(z), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        gradients = torch.autograd.grad(loss, parameters)
+        with torch.no_grad():
+            for p, g, (m, v) in zip(parameters, gradients, moments):
+                _adam_step(p, g, m, v, step, lr)
     return head.eval()
+
+
+def _adam_step(p, g, m, v, step: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    """One Adam update of ``p`` in place (Kingma & Ba 2015), as ``torch.optim.Adam`` computes it.
+
+    Written out because the first ``torch.optim`` optimizer of a process imports ``torch._dynamo``, which
+    costs seconds, a large share of a chapter's run time for a layer that trains in about a second.
+    """
+    m.mul_(betas[0]).add_(g, alpha=1 - betas[0])
+    v.mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
+    denominator = (v.sqrt() / math.sqrt(1 - betas[1] ** step)).add_(eps)
+    p.addcdiv_(m, denominator, value=-lr / (1 - betas[0] ** step))
 
 
 class FuzzyCNN(nn.Module):
