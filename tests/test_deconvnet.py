@@ -182,6 +182,23 @@ def test_functional_relus_are_seen(method):
     assert torch.equal(getattr(deconvnet, method)(twice, x, 0), getattr(deconvnet, method)(once, x, 0))
 
 
+def test_captum_deconvolution_on_two_relus_in_a_row():
+    """Cited in chapter 07: with two ReLU modules in a row, Captum 0.9's ``Deconvolution`` returns guided backprop.
+
+    Its hooks record the gradient arriving at the first ReLU's output before the second ReLU's hook has replaced
+    it, so the first ReLU rectifies the plain gradient, whose forward mask is then already applied. Ours gives
+    the same map with one ReLU or two (``test_functional_relus_are_seen``). If Captum changes, update chapter 07.
+    """
+    conv = Functional(modules=True).conv1
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    twice = nn.Sequential(conv, nn.ReLU(), nn.ReLU(), nn.Conv2d(4, 1, 6), nn.Flatten()).eval()
+    once = nn.Sequential(*twice[:2], *twice[3:]).eval()
+    theirs = captum_map("deconvnet", twice, x, 0)
+    assert (theirs - captum_map("deconvnet", once, x, 0)).abs().max() > 1e-2
+    assert (theirs - deconvnet.guided_backprop(once, x, 0)).abs().max() <= 1e-6
+    assert (deconvnet.deconvnet(twice, x, 0) - captum_map("deconvnet", once, x, 0)).abs().max() <= 1e-6
+
+
 def test_other_activations_are_refused():
     x = torch.rand(2, 3, 8, 8)
     for activation in (nn.GELU(), nn.LeakyReLU(), nn.Sigmoid()):
