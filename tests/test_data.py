@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from xai_course import data
+from xai_course import data, inversion
 
 
 def test_shapes_types_and_ranges():
@@ -105,6 +105,7 @@ def test_verify_checks_every_shipped_file():
     assert set(names) == set(data.manifest())
     assert {"shapes_cnn.pt", "shapes_resnet.pt", "shapes_cnn_clever_hans.pt"} <= set(names)
     assert {"timeseries_cnn.pt", "shapes_cnn_occlusion.pt", "loan_mlp.pt"} <= set(names)
+    assert {f"{name}.pt" for name in [*inversion.DECODERS, *inversion.ATTACKS]} <= set(names)  # chapter 04
 
 
 def test_verify_names_a_corrupt_file(tmp_path, monkeypatch):
@@ -117,6 +118,24 @@ def test_verify_names_a_corrupt_file(tmp_path, monkeypatch):
         data.verify()
     entries = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert all(len(entry["sha256"]) == 64 and entry["command"] for entry in entries.values())
+
+
+def test_ship_saves_hashes_and_records_a_file(tmp_path, monkeypatch):
+    (tmp_path / "manifest.json").write_text("{}")
+    monkeypatch.setenv("XAI_COURSE_DATA", str(tmp_path))
+    state = {"weight": torch.arange(6.0).view(2, 3)}
+    entry = data.ship("w.pt", state, "python -m xai_course train w")
+    file = tmp_path / "w.pt"
+    assert entry == {
+        "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+        "size": file.stat().st_size,
+        "command": "python -m xai_course train w",
+    }
+    assert data.manifest() == {"w.pt": entry} and data.verify() == ["w.pt"]
+    assert torch.equal(torch.load(data.path("w.pt"), weights_only=True)["weight"], state["weight"])
+    data.ship("v.pt", {"weight": torch.zeros(1)}, "other")  # a second file joins the first
+    assert sorted(data.manifest()) == ["v.pt", "w.pt"] and data.manifest()["w.pt"] == entry
+    assert data.ship("w.pt", {"weight": torch.arange(6.0).view(2, 3)}, "python -m xai_course train w") == entry
 
 
 def test_command_line_verify(capsys):

@@ -355,25 +355,86 @@ def test_checkerboard_of_trained_decoders(cnn, train_images):
     assert amplitude["transposed"] > 2 * amplitude["resize_conv"], amplitude
 
 
-def test_decoder_recipes_train_and_load(cnn, monkeypatch, tmp_path):
-    """Shipping path without touching data/: train a tiny recipe, ship it to a temporary folder, load it back."""
+def test_decoder_recipes_ship_and_load(cnn, monkeypatch, tmp_path, capsys):
+    """Shipping path without touching data/: ship a tiny recipe to a temporary folder, load it back."""
+    from xai_course.__main__ import main
+
     assert set(inversion.DECODERS) >= {"decoder_shapes_cnn_features.10", "decoder_shapes_cnn_features.10_transposed"}
     monkeypatch.setitem(inversion.DECODERS, "tiny", inversion.DecoderRecipe(layer="features.10", n_train=32, epochs=1))
-    decoder = inversion.train("tiny", progress=False)
-    assert decoder.layer == "features.10" and decoder.scale.item() != 1.0
-    shipped = {name: data.manifest()[name] for name in ["shapes_cnn.pt"]}
     (tmp_path / "shapes_cnn.pt").write_bytes(data.path("shapes_cnn.pt").read_bytes())
-    torch.save(decoder.state_dict(), tmp_path / "tiny.pt")
-    shipped["tiny.pt"] = {"sha256": data.sha256(tmp_path / "tiny.pt"), "size": 0, "command": "test"}
-    (tmp_path / "manifest.json").write_text(json.dumps(shipped))
+    (tmp_path / "manifest.json").write_text(json.dumps({"shapes_cnn.pt": data.manifest()["shapes_cnn.pt"]}))
     monkeypatch.setenv("XAI_COURSE_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match="name: expected one of the shipped files"):
+        inversion.load("tiny")  # not shipped yet
+    threads = torch.get_num_threads()
+    main(["train-inversion", "tiny"])
+    assert torch.get_num_threads() == threads  # the recipe's thread count is restored
+    entry = data.manifest()["tiny.pt"]
+    assert entry["command"] == "python -m xai_course train-inversion tiny --seed 0"
+    assert entry["sha256"] in capsys.readouterr().out and set(data.verify()) == {"shapes_cnn.pt", "tiny.pt"}
+    decoder = inversion.train("tiny", progress=False)  # the recipe reproduces the shipped bits
+    assert decoder.layer == "features.10" and decoder.scale.item() != 1.0
     loaded = inversion.load("tiny")
+    for (name, p), q in zip(loaded.state_dict().items(), decoder.state_dict().values()):
+        assert torch.equal(p, q), name
     x = data.canonical(2).images
     assert torch.equal(inversion.decode(cnn, loaded, x).images, inversion.decode(cnn, decoder, x).images)
-    with pytest.raises(ValueError, match="name: expected one of the shipped files"):
-        inversion.load("decoder_shapes_cnn_features.10")  # not in this manifest
-    with pytest.raises(ValueError, match="name: expected one of the decoder recipes"):
+    with pytest.raises(ValueError, match="name: expected one of the decoder recipes .* or attack recipes"):
         inversion.train("decoder_of_nothing")
+
+
+def test_attack_recipes_ship_and_load(cnn, monkeypatch, tmp_path):
+    assert sorted(inversion.ATTACKS) == [f"attack_shapes_cnn_top{k}" for k in range(1, 5)]
+    recipe = inversion.AttackRecipe(truncation=2, n_train=64, epochs=1)
+    monkeypatch.setitem(inversion.ATTACKS, "tiny_attack", recipe)
+    (tmp_path / "shapes_cnn.pt").write_bytes(data.path("shapes_cnn.pt").read_bytes())
+    (tmp_path / "manifest.json").write_text(json.dumps({"shapes_cnn.pt": data.manifest()["shapes_cnn.pt"]}))
+    monkeypatch.setenv("XAI_COURSE_DATA", str(tmp_path))
+    entry = inversion.ship("tiny_attack")
+    assert entry["command"] == "python -m xai_course train-inversion tiny_attack --seed 0"
+    loaded, trained = inversion.load("tiny_attack"), inversion.train("tiny_attack", progress=False)
+    assert isinstance(loaded, inversion.Attack) and loaded.truncation == 2 and not loaded.training
+    for (name, p), q in zip(loaded.state_dict().items(), trained.state_dict().values()):
+        assert torch.equal(p, q), name
+    auxiliary = inversion.recipe_data("tiny_attack")
+    assert torch.equal(auxiliary.images, data.shapes(64, "train", seed=recipe.data_seed).images)
+    victims = data.shapes(8, "test", seed=3).images
+    rows = inversion.attack_table(cnn, auxiliary, victims, attacks=[loaded], progress=False)
+    expected = inversion.invert_predictions(cnn, trained, victims).pixel_error.pow(2).mean().item()
+    assert [row["k"] for row in rows] == [2] and rows[0]["attack_mse"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="attacks: given trained attacks"):
+        inversion.attack_table(cnn, auxiliary, victims, attacks=[loaded], truncations=[2], progress=False)
+    with pytest.raises(TypeError, match="attacks: expected a non-empty list of Attack"):
+        inversion.attack_table(cnn, auxiliary, victims, attacks=loaded, progress=False)
+
+
+@pytest.fixture(scope="module")
+def mean_train_image():
+    return data.shapes(500, "train", seed=100).images.mean(0, keepdim=True)
+
+
+@pytest.mark.parametrize("name", sorted(inversion.DECODERS) + sorted(inversion.ATTACKS))
+def test_shipped_networks_load_and_invert(cnn, name, mean_train_image):
+    """The shipped weights (hash-checked by load) on held-out images, against the mean training image.
+
+    The decoders from the last convolutional block beat it; from the four logits or probabilities (the logit
+    decoder, the attacks) they match it, as chapter 04 reports: four class scores say almost nothing about
+    where the pixels of a course image are.
+    """
+    network = inversion.load(name)
+    recipe = inversion._recipe(name)
+    test = data.shapes(64, "test", seed=5).images
+    mean_mse = (mean_train_image - test).pow(2).mean()
+    if isinstance(network, inversion.Decoder):
+        assert network.layer == recipe.layer and network.upsampling == recipe.upsampling and not network.training
+        mse = inversion.decode(cnn, network, test).pixel_error.pow(2).mean()
+    else:
+        assert network.truncation == recipe.truncation and not network.training
+        mse = inversion.invert_predictions(cnn, network, test).pixel_error.pow(2).mean()
+    if getattr(recipe, "layer", None) == "features.10":
+        assert mse < 0.6 * mean_mse, (mse, mean_mse)
+    else:
+        assert abs(mse - mean_mse) < 0.05 * mean_mse, (mse, mean_mse)
 
 
 # ----------------------------------------------------------------------------- the prediction-vector attack
@@ -422,6 +483,25 @@ def test_attack_table(cnn, train_images):
     assert rows[0]["baseline_mse"] == rows[1]["baseline_mse"] > 0
     assert rows[0]["mean_mse"] == pytest.approx((train_images[:64].mean(0) - victims).pow(2).mean().item())
     assert all(0 < row["attack_mse"] < 0.25 for row in rows)
+
+
+def test_class_means_and_the_table_agree_with_the_baseline(cnn, train_images):
+    auxiliary, victims = train_images[:64], data.shapes(16, "test", seed=3).images
+    means = inversion.class_means(cnn, auxiliary)
+    assert means.shape == (4, 3, 64, 64)
+    predicted = inversion.features(cnn, auxiliary, "classifier.2").argmax(1)
+    for k in range(4):  # grouped by the model's prediction; a class never predicted gets the mean of all
+        expected = auxiliary[predicted == k].mean(0) if (predicted == k).any() else auxiliary.mean(0)
+        assert torch.allclose(means[k], expected)
+    baseline = inversion.class_mean_baseline(cnn, auxiliary, victims)
+    assert torch.equal(baseline.images, means[inversion.features(cnn, victims, "classifier.2").argmax(1)])
+    attack = inversion.train_attack(cnn, auxiliary, truncation=3, epochs=1, progress=False)
+    (row,) = inversion.attack_table(cnn, auxiliary, victims, attacks=[attack], progress=False)
+    result = inversion.invert_predictions(cnn, attack, victims)
+    assert row["k"] == 3 and row["attack_mse"] == pytest.approx(result.pixel_error.pow(2).mean().item(), rel=1e-5)
+    assert row["attack_ssim"] == pytest.approx(result.ssim.mean().item(), rel=1e-5)
+    assert row["baseline_mse"] == pytest.approx(baseline.pixel_error.pow(2).mean().item(), rel=1e-5)
+    assert row["baseline_ssim"] == pytest.approx(baseline.ssim.mean().item(), rel=1e-5)
 
 
 def test_attack_training_is_deterministic(cnn, train_images):

@@ -119,6 +119,21 @@ def test_training_is_deterministic(monkeypatch):
     assert not a.training
 
 
+def test_ship_trains_and_records_through_the_command_line(tmp_path, monkeypatch, capsys):
+    from xai_course.__main__ import main
+
+    monkeypatch.setitem(models.RECIPES, "tiny", models.Recipe(models.ShapesCNN, epochs=1, n_train=64, batch_size=64))
+    (tmp_path / "manifest.json").write_text("{}")
+    monkeypatch.setenv("XAI_COURSE_DATA", str(tmp_path))
+    main(["train", "tiny", "--seed", "1"])
+    entry = data.manifest()["tiny.pt"]
+    assert entry["command"] == "python -m xai_course train tiny --seed 1" and entry["sha256"] in capsys.readouterr().out
+    assert data.verify() == ["tiny.pt"]
+    reference = models.train("tiny", seed=1, progress=False)
+    for key, value in models.load("tiny").state_dict().items():
+        assert torch.equal(value, reference.state_dict()[key]), key
+
+
 def test_confusion_matrix_counts_pairs():
     model = nn.Sequential(nn.Flatten(), nn.Linear(2, 3, bias=False))
     model[1].weight.data = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])

@@ -1,8 +1,9 @@
-"""Command line: ``python -m xai_course train NAME [--seed S]`` and ``python -m xai_course verify``."""
+"""Command line: ``python -m xai_course train NAME [--seed S]``, ``python -m xai_course train-inversion NAME
+[--seed S]`` and ``python -m xai_course verify``."""
 
 import argparse
 
-from . import data, models
+from . import data, inversion, models
 
 
 def main(argv=None) -> None:
@@ -11,10 +12,16 @@ def main(argv=None) -> None:
     train = commands.add_parser("train", help="train a course model and ship its weights to data/")
     train.add_argument("name", choices=sorted(models.RECIPES))
     train.add_argument("--seed", type=int, default=0)
+    decoder = commands.add_parser(
+        "train-inversion", help="train an inversion decoder or attack (chapter 04) and ship its weights to data/"
+    )
+    decoder.add_argument("name", choices=sorted(inversion.DECODERS) + sorted(inversion.ATTACKS))
+    decoder.add_argument("--seed", type=int, default=0)
     commands.add_parser("verify", help="check the SHA-256 of every shipped file")
     args = parser.parse_args(argv)
-    if args.command == "train":
-        entry = models.ship(args.name, seed=args.seed)
+    if args.command in ("train", "train-inversion"):
+        ship = models.ship if args.command == "train" else inversion.ship
+        entry = ship(args.name, seed=args.seed)
         print(f"{args.name}: {entry['size']} bytes, sha256 {entry['sha256']}")
     else:
         for name in data.verify():

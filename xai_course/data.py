@@ -535,6 +535,22 @@ def path(name: str) -> Path:
     return file
 
 
+def ship(name: str, state: dict, command: str) -> dict:
+    """Save ``state`` (a ``state_dict``) as the shipped file ``name`` and record it in the manifest.
+
+    Writes ``data_dir() / name`` with ``torch.save``, then the manifest entry: its SHA-256, its size in
+    bytes and ``command``, the command line that rebuilds it. Returns the entry. Used by ``models.ship``
+    and ``inversion.ship``. Chapter 00.
+    """
+    folder = data_dir()
+    file = folder / name
+    torch.save(state, file)
+    entries = manifest()
+    entries[name] = {"sha256": sha256(file), "size": file.stat().st_size, "command": command}
+    (folder / "manifest.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return entries[name]
+
+
 def verify() -> list[str]:
     """Check the SHA-256 of every shipped file against the manifest; return their names. Chapter 00."""
     return [path(name).name for name in sorted(manifest())]

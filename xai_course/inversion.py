@@ -766,58 +766,6 @@ def checkerboard(images: torch.Tensor, reference: torch.Tensor | None = None) ->
     return amplitude[0] if unbatched else amplitude
 
 
-@dataclass(frozen=True)
-class DecoderRecipe:
-    """How a decoder for a course model is trained, so that shipped weights can be reproduced. Chapter 04."""
-
-    model: str = "shapes_cnn"  # a course model (models.RECIPES)
-    layer: str = "features.10"
-    upsampling: str = "resize_conv"
-    n_train: int = 2000  # training images, data.shapes(n_train, "train", seed=data_seed)
-    epochs: int = 10
-    data_seed: int = 100  # the course models train on seeds 0 .. 5: these images are new to them
-
-
-DECODERS = {
-    "decoder_shapes_cnn_features.10": DecoderRecipe(),
-    "decoder_shapes_cnn_features.10_transposed": DecoderRecipe(upsampling="transposed"),
-    "decoder_shapes_cnn_classifier.2": DecoderRecipe(layer="classifier.2"),
-}
-
-
-def _decoder_recipe(name) -> DecoderRecipe:
-    if name not in DECODERS:
-        raise ValueError(f"name: expected one of the decoder recipes {sorted(DECODERS)}, got {_describe(name)}")
-    return DECODERS[name]
-
-
-def train(name: str, seed: int = 0, progress: bool = True) -> Decoder:
-    """Train the decoder ``name`` of ``DECODERS`` from scratch, deterministically (``train_decoder``).
-
-    Shipped weights are ``train(name).state_dict()`` saved as ``data/<name>.pt``; ``load`` reads them.
-    Chapter 04.
-    """
-    recipe = _decoder_recipe(name)
-    images = data.shapes(recipe.n_train, "train", seed=recipe.data_seed).images
-    model = models.load(recipe.model)
-    return train_decoder(
-        model, recipe.layer, images, epochs=recipe.epochs, upsampling=recipe.upsampling, seed=seed, progress=progress
-    )
-
-
-def load(name: str) -> Decoder:
-    """The decoder ``name`` of ``DECODERS`` with its shipped weights (hash-checked), in eval mode. Chapter 04."""
-    recipe = _decoder_recipe(name)
-    file = data.path(f"{name}.pt")
-    model = models.load(recipe.model)
-    image_shape = (3, data.SIZE, data.SIZE)
-    feature_shape = features(model, torch.zeros(1, *image_shape), recipe.layer).shape[1:]
-    decoder = Decoder(feature_shape, image_shape, upsampling=recipe.upsampling)
-    decoder.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
-    decoder.layer = recipe.layer
-    return decoder.eval()
-
-
 # ----------------------------------------------------------------------------- prediction-vector attack (Yang et al.)
 
 
@@ -928,31 +876,48 @@ def invert_predictions(model, attack: Attack, x) -> Inversion:
     return _vector_result(model, x_star, x, unbatched)
 
 
-def class_mean_baseline(model, auxiliary, x) -> Inversion:
-    """The trivial attack: the mean auxiliary image of the class the model predicts for each x.
+def class_means(model, auxiliary) -> torch.Tensor:
+    """The mean auxiliary image of each class the model predicts, shape (K, C, H, W).
 
     The auxiliary images are grouped by the model's own prediction (what an attacker sees); a class the model
-    never predicts on them gets the mean of all auxiliary images. Chapter 04.
+    never predicts on them gets the mean of all auxiliary images. The answers of ``class_mean_baseline``.
+    Chapter 04.
     """
     check_model(model)
     images = _images_of(auxiliary, model, "auxiliary")
-    x, unbatched = _check_images(model, x)
-    predicted = _probabilities(model, images).argmax(1)
-    target = _probabilities(model, x).argmax(1)
-    n_classes = max(int(predicted.max()), int(target.max())) + 1
+    probabilities = _probabilities(model, images)
+    predicted, n_classes = probabilities.argmax(1), probabilities.shape[1]
     means = images.mean(0, keepdim=True).repeat(n_classes, 1, 1, 1)
     for k in range(n_classes):
         if (predicted == k).any():
             means[k] = images[predicted == k].mean(0)
-    return _vector_result(model, means[target], x, unbatched)
+    return means
+
+
+def class_mean_baseline(model, auxiliary, x) -> Inversion:
+    """The trivial attack: the mean auxiliary image of the class the model predicts for each x (``class_means``).
+
+    Chapter 04.
+    """
+    means = class_means(model, auxiliary)
+    x, unbatched = _check_images(model, x)
+    return _vector_result(model, means[_probabilities(model, x).argmax(1)], x, unbatched)
 
 
 def attack_table(
-    model, auxiliary, victims, *, truncations: Sequence[int] | None = None, progress: bool = True, **kwargs
+    model,
+    auxiliary,
+    victims,
+    *,
+    truncations: Sequence[int] | None = None,
+    attacks: Sequence[Attack] | None = None,
+    progress: bool = True,
+    **kwargs,
 ) -> list[dict]:
     """Reconstruction error of the attack against the truncation k, next to the class-mean baseline.
 
-    Trains one attack per k (default 1 .. K) on ``auxiliary`` (``kwargs`` go to ``train_attack``) and
+    Trains one attack per k (default 1 .. K) on ``auxiliary`` (``kwargs`` go to ``train_attack``), or uses
+    the trained ``attacks`` (e.g. ``load``-ed; their k is their ``truncation``, None counting as K), and
     inverts the prediction vectors of ``victims``. One row per k: ``k``, ``attack_mse``, ``baseline_mse`` (the
     class-mean baseline) and ``mean_mse`` (the mean auxiliary image, which ignores the vector): the mean
     per-pixel squared error over the victims, Yang et al.'s measure; and ``attack_ssim``, ``baseline_ssim``.
@@ -960,24 +925,146 @@ def attack_table(
     """
     check_model(model)
     victims = _images_of(victims, model, "victims")
-    baseline = class_mean_baseline(model, auxiliary, victims)
-    mean_image = _images_of(auxiliary, model, "auxiliary").mean(0, keepdim=True)
-    mean_mse = (mean_image - victims).pow(2).mean().item()
-    if truncations is None:
-        n_classes = _probabilities(model, victims[:1]).shape[1]
+    images = _images_of(auxiliary, model, "auxiliary")
+    released = _probabilities(model, victims)  # what the model releases, computed once for every attack
+    n_classes = released.shape[1]
+    baseline = class_means(model, images)[released.argmax(1)]
+    mean_mse = (images.mean(0, keepdim=True) - victims).pow(2).mean().item()
+    baseline_mse, baseline_ssim = (baseline - victims).pow(2).mean().item(), ssim(baseline, victims).mean().item()
+    if attacks is not None:
+        if truncations is not None or kwargs:
+            raise ValueError("attacks: given trained attacks, pass neither truncations nor training arguments")
+        if isinstance(attacks, Attack) or not all(isinstance(a, Attack) for a in attacks) or not attacks:
+            raise TypeError(f"attacks: expected a non-empty list of Attack, got {_describe(attacks)}")
+        trained = {a.truncation or n_classes: a for a in attacks}
+        truncations = list(trained)
+    elif truncations is None:
         truncations = range(1, n_classes + 1)
     rows = []
     for k in tqdm(list(truncations), desc="truncations", disable=not progress):
-        attack = train_attack(model, auxiliary, truncation=k, progress=progress, **kwargs)
-        result = invert_predictions(model, attack, victims)
+        if attacks is not None:
+            attack = trained[k]
+        else:
+            attack = train_attack(model, images, truncation=k, progress=progress, **kwargs)
+        with model_guard(attack), torch.no_grad():
+            attack.eval()
+            x_star = attack(released)  # as invert_predictions, without the feature errors the table omits
         rows.append(
             {
                 "k": k,
-                "attack_mse": result.pixel_error.pow(2).mean().item(),
-                "baseline_mse": baseline.pixel_error.pow(2).mean().item(),
+                "attack_mse": (x_star - victims).pow(2).mean().item(),
+                "baseline_mse": baseline_mse,
                 "mean_mse": mean_mse,
-                "attack_ssim": result.ssim.mean().item(),
-                "baseline_ssim": baseline.ssim.mean().item(),
+                "attack_ssim": ssim(x_star, victims).mean().item(),
+                "baseline_ssim": baseline_ssim,
             }
         )
     return rows
+
+
+# ----------------------------------------------------------------------------- shipped decoders and attacks
+
+
+@dataclass(frozen=True)
+class DecoderRecipe:
+    """How a decoder for a course model is trained, so that shipped weights can be reproduced. Chapter 04."""
+
+    model: str = "shapes_cnn"  # a course model (models.RECIPES)
+    layer: str = "features.10"
+    upsampling: str = "resize_conv"
+    n_train: int = 2000  # training images, data.shapes(n_train, "train", seed=data_seed)
+    epochs: int = 10
+    data_seed: int = 100  # the course models train on seeds 0 .. 5: these images are new to them
+    threads: int = 1  # torch threads while training: the float sums, and so the weights, depend on it
+
+
+@dataclass(frozen=True)
+class AttackRecipe:
+    """How a prediction-vector attack on a course model is trained (``train_attack``). Chapter 04."""
+
+    model: str = "shapes_cnn"
+    truncation: int | None = None  # top-k of the released vector; None: all of it
+    n_train: int = 1000  # the attacker's auxiliary images, data.shapes(n_train, "train", seed=data_seed)
+    epochs: int = 20
+    width: int = 8
+    data_seed: int = 101  # new to the course model and to the decoders
+    threads: int = 1
+
+
+DECODERS = {
+    "decoder_shapes_cnn_features.10": DecoderRecipe(),
+    "decoder_shapes_cnn_features.10_transposed": DecoderRecipe(upsampling="transposed"),
+    "decoder_shapes_cnn_classifier.2": DecoderRecipe(layer="classifier.2"),
+}
+ATTACKS = {f"attack_shapes_cnn_top{k}": AttackRecipe(truncation=k) for k in range(1, len(data.CLASSES) + 1)}
+
+
+def _recipe(name) -> DecoderRecipe | AttackRecipe:
+    if isinstance(name, str) and name in DECODERS:
+        return DECODERS[name]
+    if isinstance(name, str) and name in ATTACKS:
+        return ATTACKS[name]
+    raise ValueError(
+        f"name: expected one of the decoder recipes {sorted(DECODERS)} or attack recipes {sorted(ATTACKS)}, "
+        f"got {_describe(name)}"
+    )
+
+
+def recipe_data(name: str) -> data.Shapes:
+    """The images the recipe ``name`` trains on (decoders) or the attacker owns (attacks). Chapter 04."""
+    recipe = _recipe(name)
+    return data.shapes(recipe.n_train, "train", seed=recipe.data_seed)
+
+
+def train(name: str, seed: int = 0, progress: bool = True) -> Decoder | Attack:
+    """Train the decoder or attack ``name`` (``DECODERS``, ``ATTACKS``) from scratch, deterministically.
+
+    ``train_decoder`` or ``train_attack`` on ``recipe_data(name)``, run on ``recipe.threads`` torch threads
+    (restored afterwards), so the weights are the same bits whatever the machine's thread count. Shipped
+    weights are ``train(name).state_dict()`` saved as ``data/<name>.pt`` (``ship``); ``load`` reads them.
+    Chapter 04.
+    """
+    recipe = _recipe(name)
+    images = recipe_data(name).images
+    model = models.load(recipe.model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        if isinstance(recipe, AttackRecipe):
+            return train_attack(
+                model, images, truncation=recipe.truncation, epochs=recipe.epochs, width=recipe.width, seed=seed,
+                progress=progress,
+            )  # fmt: skip
+        return train_decoder(
+            model, recipe.layer, images, epochs=recipe.epochs, upsampling=recipe.upsampling, seed=seed,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+
+def ship(name: str, seed: int = 0) -> dict:
+    """Train ``name`` (``train``), write its weights to ``data/<name>.pt`` and record them in the manifest
+    (``data.ship``); returns the manifest entry. On the command line: ``python -m xai_course train-inversion
+    NAME``. Chapter 04.
+    """
+    network = train(name, seed=seed)
+    return data.ship(f"{name}.pt", network.state_dict(), f"python -m xai_course train-inversion {name} --seed {seed}")
+
+
+def load(name: str) -> Decoder | Attack:
+    """The decoder or attack ``name`` with its shipped weights (hash-checked), in eval mode. Chapter 04."""
+    recipe = _recipe(name)
+    file = data.path(f"{name}.pt")
+    model = models.load(recipe.model)
+    image_shape = (3, data.SIZE, data.SIZE)
+    if isinstance(recipe, AttackRecipe):
+        with torch.no_grad():
+            n_classes = model(torch.zeros(1, *image_shape)).shape[1]
+        network = Attack(n_classes, image_shape, truncation=recipe.truncation, width=recipe.width)
+    else:
+        feature_shape = features(model, torch.zeros(1, *image_shape), recipe.layer).shape[1:]
+        network = Decoder(feature_shape, image_shape, upsampling=recipe.upsampling)
+        network.layer = recipe.layer
+    network.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+    return network.eval()

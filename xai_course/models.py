@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -299,16 +298,6 @@ def confusion_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 def ship(name: str, seed: int = 0) -> dict:
-    """Train ``name``, write its weights to ``data/`` and record them in the manifest. Chapter 00."""
+    """Train ``name``, write its weights to ``data/`` and record them in the manifest (``data.ship``). Chapter 00."""
     model = train(name, seed=seed)
-    folder = data.data_dir()
-    file = folder / f"{name}.pt"
-    torch.save(model.state_dict(), file)
-    entries = data.manifest()
-    entries[file.name] = {
-        "sha256": data.sha256(file),
-        "size": file.stat().st_size,
-        "command": f"python -m xai_course train {name} --seed {seed}",
-    }
-    (folder / "manifest.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    return entries[file.name]
+    return data.ship(f"{name}.pt", model.state_dict(), f"python -m xai_course train {name} --seed {seed}")
