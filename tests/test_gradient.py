@@ -63,3 +63,24 @@ def test_bad_input_names_the_argument(tiny):
         gradient.saliency(tiny, "image")
     with pytest.raises(TypeError, match="model:"):
         gradient.saliency(lambda x: x, torch.rand(1, 3, 8, 8))
+
+
+class NoGradBlackBox(nn.Module):
+    """A model that only answers: its forward pass runs under no_grad."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(4, 2)
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.net(x.flatten(1))
+
+
+@pytest.mark.parametrize("method", [gradient.saliency, gradient.gradient_x_input])
+def test_black_box_model_gets_a_clear_error(method):
+    model = NoGradBlackBox()
+    before = state_of(model)
+    with pytest.raises(ValueError, match="model: expected logits that autograd can differentiate"):
+        method(model, torch.rand(2, 1, 2, 2))
+    assert_unchanged(before, model)

@@ -154,3 +154,65 @@ def test_last_conv():
     assert guide.last_conv(models.load("shapes_cnn")) == "features.8"
     with pytest.raises(NotImplementedError, match="convolution"):
         guide.last_conv(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_choose_rank_by_other_scores():
+    scores = [row("sliding_window", 0.5, 0.6, 0.2), row("rise", 3.0, 0.9, 0.1), row("kernel_shap", 0.2, 0.7, 0.2)]
+    scores[0].aopc, scores[1].aopc, scores[2].aopc = 12.0, 10.0, float("nan")
+    by_aopc = guide.choose(access="outputs", scores=scores, rank_by="aopc")
+    assert by_aopc.names == ["sliding_window", "rise", "kernel_shap"]  # NaN last
+    assert "AOPC 12" in "; ".join(by_aopc.suitable[0].reasons)
+    assert guide.choose(access="outputs", scores=scores, rank_by="speed").names[0] == "kernel_shap"
+    with pytest.raises(ValueError, match="rank_by"):
+        guide.choose(rank_by="beauty")
+
+
+def test_properties_of_methods_and_combinations():
+    assert guide.properties("rise") == {"needs": "outputs", "signed": "no", "random": "yes"}
+    assert guide.properties("lrp") == {"needs": "layers", "signed": "yes", "random": "no"}
+    assert guide.properties("lrp + rise") == {"needs": "layers", "signed": "no", "random": "yes"}
+    assert guide.properties("gradient_x_input + sliding_window")["needs"] == "gradients"
+    assert guide.properties("random") is None and guide.properties("lrp + magic") is None
+
+
+def test_table_puts_properties_beside_the_scores():
+    scores = [row("random", 0.001, 0.5, 0.3), row("rise", 3.0, 0.9, 0.1), row("lrp + rise", 3.1, 0.8, 0.2)]
+    scores[1].mass_accuracy = 0.25
+    text = guide.table(scores, extra={"tag": {"rise": 0.5}})
+    lines = text.splitlines()
+    assert len(lines) == 4 and lines[0].split() == [
+        "method", "needs", "signed", "random", "s/image", "deletion", "insertion", "AOPC", "mass", "tag"
+    ]  # fmt: skip
+    assert lines[1].split()[:4] == ["random", "-", "-", "-"] and lines[1].split()[-2:] == ["-", "-"]
+    assert lines[2].split() == ["rise", "outputs", "no", "yes", "3", "0.1", "0.9", "0", "0.25", "0.5"]
+    assert "completeness" not in text  # all-NaN columns are left out
+    markdown = guide.table(scores, markdown=True).splitlines()
+    assert markdown[0].startswith("| method | needs |") and set(markdown[1]) <= set("|- ")
+    assert markdown[4] == "| lrp + rise | layers | no | yes | 3.1 | 0.2 | 0.8 | 0 | - |"
+    with pytest.raises(TypeError, match="extra"):
+        guide.table(scores, extra={"tag": 0.5})
+    with pytest.raises(TypeError, match="scores"):
+        guide.table([{"method": "rise"}])
+
+
+class BlackBox(nn.Module):
+    """Only predictions: the network is hidden from ``named_modules`` and no gradient flows out."""
+
+    def __init__(self, net):
+        super().__init__()
+        self._hidden = [net]
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self._hidden[0](x)
+
+
+@pytest.mark.parametrize("method", [m for m in ATTRIBUTION if "images" in m.data], ids=lambda m: m.name)
+def test_needs_flag_on_a_black_box(method, cases):
+    model, x = cases["images"]
+    black_box = BlackBox(model).eval()
+    if method.needs == "outputs":
+        assert torch.allclose(method.explain(black_box, x[:1], 0), method.explain(model, x[:1], 0), atol=1e-6)
+    else:
+        with pytest.raises((ValueError, NotImplementedError), match="^model: "):  # a clear error, not torch's
+            method.explain(black_box, x[:1], 0)

@@ -33,6 +33,12 @@ def _target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor,
             with forward_mode or contextlib.nullcontext():
                 logits = model(inputs)
             target = resolve_target(target, logits)
+            if not logits.requires_grad:
+                raise ValueError(
+                    "model: expected logits that autograd can differentiate with respect to x, got logits without a "
+                    "gradient (the forward pass runs under torch.no_grad or detaches); for a black box use a method "
+                    "that needs only outputs (chapters 02 and 03, guide.choose(access='outputs'))"
+                )
             score = logits.gather(1, target.unsqueeze(1)).sum()
             (grad,) = torch.autograd.grad(score, inputs)
     return x, grad, unbatched

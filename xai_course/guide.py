@@ -5,7 +5,10 @@ carries the properties a student needs to pick one (what it needs from the model
 explains, whether its maps show negative evidence, whether it is random, whether it gives a global
 view, which completeness property it has) and, for attribution methods, a function in the calling
 contract with the course's defaults. ``evaluate.compare``, ``choose`` and the tests all use this one
-list, so the chooser's reasons are the measured numbers of the same functions. Chapter 08.
+list, so the chooser's reasons are the measured numbers of the same functions. The perturbation methods'
+budgets (RISE 300 masks, Kernel SHAP 256 coalitions, the sliding window's 225 windows) are what chapter 08
+can afford when it runs every method in under a minute; chapters 02 and 03 show how their noise falls with
+a larger budget. Chapter 08.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def _deep_taylor(model, x, target=None):
 
 def _kernel_shap(model, x, target=None):
     segments = shap.superpixels(x, n_segments=16, method="grid")
-    return shap.kernel(model, x, target, segments=segments, n_samples=512)
+    return shap.kernel(model, x, target, segments=segments, n_samples=256)
 
 
 def _deep_shap(model, x, target=None):
@@ -83,7 +86,7 @@ def _sliding_window(model, x, target=None):
 
 
 def _rise(model, x, target=None):
-    return occlusion.rise(model, x, target, n_masks=1000, value="mean")
+    return occlusion.rise(model, x, target, n_masks=300, value="mean")
 
 
 def last_conv(model: nn.Module) -> str:
@@ -111,13 +114,13 @@ METHODS = {
                gradient.gradient_x_input),
         Method("lrp", 1, "LRP, composite epsilon-gamma-box", "layers", _ANY, True, False, False,
                "the logit, less what biases absorb", _lrp),
-        Method("kernel_shap", 2, "Kernel SHAP on 16 grid superpixels, 512 coalitions", "outputs", ("images",), True,
+        Method("kernel_shap", 2, "Kernel SHAP on 16 grid superpixels, 256 coalitions", "outputs", ("images",), True,
                True, True, "f(x) - f(baseline) (efficiency)", _kernel_shap),
         Method("deep_shap", 2, "Deep SHAP against the batch's mean colour", "layers", _ANY, True, False, True,
                "f(x) - f(background) (summation to delta)", _deep_shap),
         Method("sliding_window", 3, "occlusion by an 8-pixel window, stride 4, mean fill", "outputs", _SIGNALS, True,
                False, False, None, _sliding_window),
-        Method("rise", 3, "RISE, 1000 random masks, mean fill", "outputs", _SIGNALS, False, True, False, None, _rise),
+        Method("rise", 3, "RISE, 300 random masks, mean fill", "outputs", _SIGNALS, False, True, False, None, _rise),
         Method("sidu", 3, "SIDU, masks from the last convolution's feature maps", "layers", _SIGNALS, False, False,
                False, None, _sidu),
         Method("timereise", 3, "TimeREISE, random slices of a series", "outputs", ("time series",), False, True, False,
@@ -226,13 +229,24 @@ def _reasons(m: Method, seconds, row: Scores | None) -> list[str]:
     if m.random:
         reasons.append("random: seeded, but a different seed gives a different answer")
     if row is not None:
-        reasons.append(f"measured: insertion {row.insertion_auc:.2f}, deletion {row.deletion_auc:.2f}")
+        reasons.append(
+            f"measured: insertion {row.insertion_auc:.2f}, deletion {row.deletion_auc:.2f}, AOPC {row.aopc:.3g}"
+        )
         if not math.isnan(row.mass_accuracy):
-            reasons.append(f"mass on the object {row.mass_accuracy:.2f}")
+            reasons.append(f"mass on the object {row.mass_accuracy:.2f}, rank accuracy {row.rank_accuracy:.2f}")
         reasons.append(f"{row.seconds_per_image:.3g} s per input")
     elif seconds is not None and m.explain is not None:
         reasons.append("runtime not measured: pass scores to check the budget")
     return reasons
+
+
+RANK_BY: dict[str, Callable[[Scores], float]] = {
+    "faithfulness": lambda row: row.insertion_auc - row.deletion_auc,
+    "aopc": lambda row: row.aopc,
+    "localization": lambda row: row.rank_accuracy,
+    "speed": lambda row: -row.seconds_per_image,
+}
+"""How ``choose`` orders the suitable methods by their measured scores, larger first."""
 
 
 def choose(
@@ -243,6 +257,7 @@ def choose(
     global_view: bool = False,
     seconds_per_input: float | None = None,
     scores: Sequence[Scores] | None = None,
+    rank_by: str = "faithfulness",
 ) -> Choice:
     """The methods that suit a situation, with reasons and, given ``scores``, the measured numbers.
 
@@ -254,12 +269,17 @@ def choose(
     global_view : you need to explain the model as a whole rather than one input.
     seconds_per_input : a time budget per explained input, checked against the measured runtimes.
     scores : rows of ``evaluate.compare`` on your model (named as in ``METHODS``); with them, the
-        suitable methods are sorted by measured faithfulness (insertion minus deletion AUC), best first.
+        suitable methods are sorted by a measured score, best first; unmeasured ones (or NaN scores) last.
+    rank_by : the score that orders them, one of ``RANK_BY``: "faithfulness" (insertion minus deletion
+        AUC, the default), "aopc" (region perturbation), "localization" (relevance rank accuracy) or
+        "speed" (seconds per input). Pick one that separates the methods from the random baseline on
+        your data (chapter 08 shows why).
 
     Chapter 08.
     """
     _check_choice("access", access, ACCESS)
     _check_choice("data", data, DATA)
+    _check_choice("rank_by", rank_by, list(RANK_BY))
     if seconds_per_input is not None and not (isinstance(seconds_per_input, int | float) and seconds_per_input > 0):
         raise ValueError(f"seconds_per_input: expected a positive number or None, got {_describe(seconds_per_input)}")
     measured = _scores_by_name(scores)
@@ -271,8 +291,87 @@ def choose(
             suitable.append(Recommendation(m, _reasons(m, seconds_per_input, row), row))
         else:
             excluded[m.name] = why
-    suitable.sort(key=lambda r: -(r.scores.insertion_auc - r.scores.deletion_auc) if r.scores else math.inf)
+
+    def order(r: Recommendation) -> float:
+        value = RANK_BY[rank_by](r.scores) if r.scores is not None else math.nan
+        return math.inf if math.isnan(value) else -value
+
+    suitable.sort(key=order)
     return Choice(suitable, excluded)
+
+
+# ----------------------------------------------------------------------------- one table
+
+
+_COLUMNS = {
+    "seconds_per_image": "s/image",
+    "deletion_auc": "deletion",
+    "insertion_auc": "insertion",
+    "aopc": "AOPC",
+    "mass_accuracy": "mass",
+    "rank_accuracy": "rank",
+    "pointing_game": "pointing",
+    "completeness_error": "completeness",
+    "spread": "spread",
+    "max_sensitivity": "max-sens.",
+    "randomized_spearman": "randomized",
+}
+
+
+def properties(name: str) -> dict[str, str] | None:
+    """What ``name`` needs, whether its maps are signed evidence, whether it is random, as short strings.
+
+    ``name`` is a method of ``METHODS`` or a combination "a + b + ..." of them (``combine``): it needs
+    what its most demanding part needs, is unsigned (ranks), and is random if a part is. None for
+    anything else (the random baseline of ``compare``). Chapter 08.
+    """
+    parts = [METHODS.get(part.strip()) for part in name.split(" + ")]
+    if not parts or None in parts:
+        return None
+    if len(parts) == 1:
+        needs, signed, random = parts[0].needs, parts[0].negative_evidence, parts[0].random
+    else:
+        needs, signed = max((p.needs for p in parts), key=ACCESS.index), False
+        random = any(p.random for p in parts)
+    return {"needs": needs, "signed": "yes" if signed else "no", "random": "yes" if random else "no"}
+
+
+def table(
+    scores: Sequence[Scores], *, extra: Mapping[str, Mapping[str, float]] | None = None, markdown: bool = False
+) -> str:
+    """The rows of ``evaluate.compare`` as one table: each method's properties beside its measured scores.
+
+    Columns: the method, ``properties`` (needs, signed, random), the scores that are measured for at
+    least one row (short names: "s/image", "deletion", "insertion", "AOPC", "mass", "rank", "pointing",
+    "completeness", "spread", "max-sens.", "randomized"), then ``extra`` columns (column name -> method
+    name -> value, e.g. scores measured elsewhere). Missing or NaN cells print as "-". Plain text, or a
+    Markdown table with ``markdown=True`` (the README's). Chapter 08.
+    """
+    rows = list(_scores_by_name(scores).values()) if scores else []
+    extra = dict(extra or {})
+    if not all(isinstance(values, Mapping) for values in extra.values()):
+        raise TypeError(f"extra: expected a dict column -> {{method: value}}, got {_describe(extra)}")
+    measured = [f for f in _COLUMNS if any(not math.isnan(getattr(row, f)) for row in rows)]
+    header = ["method", "needs", "signed", "random", *(_COLUMNS[f] for f in measured), *extra]
+
+    def cell(value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    body = []
+    for row in rows:
+        props = properties(row.method) or {"needs": "-", "signed": "-", "random": "-"}
+        values = [getattr(row, f) for f in measured] + [column.get(row.method) for column in extra.values()]
+        body.append([row.method, props["needs"], props["signed"], props["random"], *map(cell, values)])
+    if markdown:
+        lines = [header, ["---"] * len(header), *body]
+        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+    widths = [max(len(line[j]) for line in [header, *body]) for j in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths)))
+        for line in [header, *body]
+    )
 
 
 # ----------------------------------------------------------------------------- combining methods
