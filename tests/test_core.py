@@ -133,3 +133,20 @@ def test_error_messages_stay_short_for_arrays():
     with pytest.raises(TypeError) as info:
         core.check_input(nn.Conv2d(3, 1, 1), np.zeros((8, 3, 64, 64)))
     assert len(str(info.value)) < 200 and "shape (8, 3, 64, 64)" in str(info.value)
+
+
+def test_check_number_and_check_seed():
+    assert core.check_number("lr", 2) == 2.0 and core.check_number("w", 0.0) == 0.0
+    with pytest.raises(ValueError, match="lr: expected a number > 0"):
+        core.check_number("lr", 0.0, strict=True)
+    with pytest.raises(ValueError, match="alpha: expected a number >= 1"):
+        core.check_number("alpha", 0.5, 1.0)
+    for bad in (True, "1", float("nan"), float("inf")):
+        with pytest.raises(TypeError, match="lr: expected a finite number"):
+            core.check_number("lr", bad)
+    assert core.check_seed(0) == 0
+    with pytest.raises(ValueError, match="seed: expected a non-negative int, got -1"):
+        core.check_seed(-1)
+    for bad in (1.0, True, None):
+        with pytest.raises(TypeError, match="seed"):
+            core.check_seed(bad)

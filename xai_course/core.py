@@ -131,6 +131,25 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
+def check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
+    """Raise unless ``value`` is a finite real number >= ``minimum`` (> with ``strict``). Chapter 04."""
+    relation = ">" if strict else ">="
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name}: expected a finite number {relation} {minimum}, got {_describe(value)}")
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"{name}: expected a number {relation} {minimum}, got {value}")
+    return float(value)
+
+
+def check_seed(seed) -> int:
+    """Raise unless ``seed`` is a non-negative ``int``. Chapter 04."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed: expected a non-negative int, got {_describe(seed)}")
+    if seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed}")
+    return seed
+
+
 def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
     """Yield slices that cover ``range(n)`` in pieces of at most ``batch_size``. Chapter 00."""
     check_positive_int("batch_size", batch_size)

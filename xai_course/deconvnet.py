@@ -57,7 +57,9 @@ from .core import (
     batch_slices,
     check_input,
     check_model,
+    check_number,
     check_positive_int,
+    check_seed,
     model_guard,
     output_like,
     predict,
@@ -641,8 +643,8 @@ def train_upsampler(
     """
     for name, value in (("n_train", n_train), ("n_test", n_test), ("epochs", epochs), ("batch_size", batch_size)):
         check_positive_int(name, value)
-    inversion._check_number("lr", lr, 0.0, strict=True)
-    seed = inversion._check_seed(seed)
+    check_number("lr", lr, 0.0, strict=True)
+    seed = check_seed(seed)
     high = course_data.shapes(n_train, "train", seed=seed).images
     test = course_data.shapes(n_test, "test", seed=seed).images
     with torch.random.fork_rng(devices=[]):

@@ -45,7 +45,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data, models
-from .core import _describe, batch_slices, check_input, check_model, check_positive_int, model_guard
+from .core import (
+    _describe,
+    batch_slices,
+    check_input,
+    check_model,
+    check_number,
+    check_positive_int,
+    check_seed,
+    model_guard,
+)
 from .models import _deterministic
 
 LOW, HIGH = 0.0, 1.0  # the valid pixel range of the course images
@@ -59,24 +68,6 @@ UPSAMPLING = ("resize_conv", "transposed")
 OPTIMIZERS = ("adam", "sgd")  # sgd: with momentum 0.9, as Mahendran & Vedaldi
 
 # ----------------------------------------------------------------------------- argument checks
-
-
-def _check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
-    """Raise unless ``value`` is a real number >= ``minimum`` (> with ``strict``)."""
-    relation = ">" if strict else ">="
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name}: expected a finite number {relation} {minimum}, got {_describe(value)}")
-    if value < minimum or (strict and value == minimum):
-        raise ValueError(f"{name}: expected a number {relation} {minimum}, got {value}")
-    return float(value)
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected a non-negative int, got {_describe(seed)}")
-    if seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed}")
-    return seed
 
 
 def _check_images(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, bool]:
@@ -217,7 +208,7 @@ def alpha_prior(x: torch.Tensor, alpha: float = 6) -> torch.Tensor:
 
     Images in [0, 1] give values in [0, 1]; shape (N,) for x (N, C, H, W), a scalar for (C, H, W). Chapter 04.
     """
-    alpha = _check_number("alpha", alpha, 1.0)
+    alpha = check_number("alpha", alpha, 1.0)
     x, unbatched = _per_image(x)
     centre, half = (LOW + HIGH) / 2, (HIGH - LOW) / 2
     r = ((x - centre) / half).abs().pow(alpha).flatten(1).mean(1)
@@ -231,7 +222,7 @@ def total_variation(x: torch.Tensor, beta: float = 2) -> torch.Tensor:
     Mahendran & Vedaldi's code; beta = 2 for CNNs, beta = 1 gives their spiky artifacts. Shape (N,) for
     x (N, C, H, W), a scalar for (C, H, W). Chapter 04.
     """
-    beta = _check_number("beta", beta, 0.0, strict=True)
+    beta = check_number("beta", beta, 0.0, strict=True)
     x, unbatched = _per_image(x)
     dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
     dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
@@ -382,11 +373,11 @@ def _check_optimize(steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer) 
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {_describe(optimizer)}")
     check_positive_int("steps", steps)
-    _check_number("lr", lr, 0.0, strict=True)
-    _check_number("tv_weight", tv_weight)
-    _check_number("beta", beta, 0.0, strict=True)
-    _check_number("alpha", alpha, 1.0)
-    _check_number("alpha_weight", alpha_weight)
+    check_number("lr", lr, 0.0, strict=True)
+    check_number("tv_weight", tv_weight)
+    check_number("beta", beta, 0.0, strict=True)
+    check_number("alpha", alpha, 1.0)
+    check_number("alpha_weight", alpha_weight)
 
 
 def _invert(
@@ -489,7 +480,7 @@ def optimize(
     kw = dict(steps=steps, lr=lr, tv_weight=tv_weight, beta=beta, alpha=alpha, alpha_weight=alpha_weight)
     _check_optimize(**kw, optimizer=optimizer)
     kw["optimizer"] = optimizer
-    start = _init(init, x, _check_seed(seed))
+    start = _init(init, x, check_seed(seed))
     return _optimize_prepared(model, x, layer, start, unbatched, {**kw, "progress": progress, "desc": layer})
 
 
@@ -551,7 +542,7 @@ def many_solutions(model, x, layer: str, *, seeds: int | Sequence[int] = 4, prog
         seeds = list(range(check_positive_int("seeds", seeds, 2)))
     if isinstance(seeds, str) or not isinstance(seeds, Sequence) or len(seeds) < 2:
         raise TypeError(f"seeds: expected an int >= 2 or a list of at least two seeds, got {_describe(seeds)}")
-    seeds = [_check_seed(s) for s in seeds]
+    seeds = [check_seed(s) for s in seeds]
     results = [
         optimize(model, x, layer, seed=s, progress=progress, **kwargs)
         for s in tqdm(seeds, desc="seeds", disable=not progress)
@@ -695,8 +686,8 @@ def train_decoder(
     images = _images_of(data, model, "data")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         check_positive_int(name, value)
-    _check_number("lr", lr, 0.0, strict=True)
-    seed = _check_seed(seed)
+    check_number("lr", lr, 0.0, strict=True)
+    seed = check_seed(seed)
     phi = _all_features(model, module, layer, images, 256)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -845,8 +836,8 @@ def train_attack(
     images = _images_of(auxiliary, model, "auxiliary")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("width", width)):
         check_positive_int(name, value)
-    _check_number("lr", lr, 0.0, strict=True)
-    seed = _check_seed(seed)
+    check_number("lr", lr, 0.0, strict=True)
+    seed = check_seed(seed)
     probabilities = _probabilities(model, images)
     align(probabilities[:1], truncation)  # checks truncation
     with torch.random.fork_rng(devices=[]):
