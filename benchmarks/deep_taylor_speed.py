@@ -12,7 +12,6 @@ time(explain) / time(Zennit) <= 1.0. Run: ``python benchmarks/deep_taylor_speed.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 
 import torch
@@ -21,18 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 from zennit import attribution, composites, rules, types
 
-from xai_course import data, deep_taylor, lrp
+from xai_course import data, deep_taylor
 
 N_IMAGES = 32
-
-
-def zero_biases(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose conv and linear biases are 0."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, lrp.WEIGHTED) and module.bias is not None:
-            module.bias.data.zero_()
-    return model
 
 
 def zennit_explain(model: nn.Module, x: torch.Tensor, input_rule: str) -> torch.Tensor:
@@ -50,7 +40,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads (set OMP_NUM_THREADS to change)")
-    model = zero_biases(course_model())
+    model = deep_taylor.zero_biases(course_model())
     x = data.shapes(N_IMAGES, seed=0).images
     print(f"{N_IMAGES} images, biases set to 0, median of {args.repeats}:")
     print(f"{'input rule':10s} {'explain (s)':>11s} {'Zennit (s)':>10s} {'ratio':>6s} {'rel. error':>10s}")

@@ -2,7 +2,6 @@
 decomposition against ``explain``, conservation on the course models, agreement with LRP and Zennit where the
 definitions coincide, an explicit dense reference for the residual network, input invariance, the contract."""
 
-import copy
 import math
 
 import pytest
@@ -23,15 +22,6 @@ DOUBLE = torch.float64
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     """max |got - expected| / max |expected|."""
     return ((got - expected).abs().max() / expected.abs().max()).item()
-
-
-def zero_biases(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose conv and linear biases are 0."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, lrp.WEIGHTED) and module.bias is not None:
-            module.bias.data.zero_()
-    return model
 
 
 def course(name: str) -> nn.Module:
@@ -219,7 +209,7 @@ def zennit_dtd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, input_ru
 def test_on_zero_biases_dtd_is_lrp_z_plus_with_zb_and_zennits_composite(name, input_rule):
     model, x = course(name), data.canonical(4).images
     target = torch.tensor([3, 2, 1, 0])
-    bias_free = zero_biases(model)
+    bias_free = deep_taylor.zero_biases(model)
     got = deep_taylor.explain(bias_free, x, target, input_rule=input_rule)
     first = lrp.ZBox(0.0, 1.0) if input_rule == "zb" else lrp.WSquare()
     composite = lrp.Composite(first=first, conv=lrp.ZPlus(), linear=lrp.ZPlus())
@@ -382,3 +372,15 @@ def test_the_composite_and_its_report():
     assert deep_taylor.composite("zplus").first is None
     with pytest.raises(ValueError, match="norm: expected one of"):
         lrp.Composite(norm="positive")
+
+
+def test_zero_biases_is_a_copy_with_zero_biases():
+    model = models.load("shapes_cnn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copied = deep_taylor.zero_biases(model)
+    for key, value in copied.state_dict().items():
+        expected = torch.zeros_like(value) if key.endswith("bias") else before[key]
+        assert torch.equal(value, expected), key
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(TypeError, match="model"):
+        deep_taylor.zero_biases("model")

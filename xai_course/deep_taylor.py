@@ -97,6 +97,15 @@ def explain(model, x, target=None, *, input_rule: str = "zb", low=0.0, high=1.0,
     return lrp.explain(model, x, target, composite=rules, return_layers=return_layers)
 
 
+def zero_biases(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose convolution and linear biases are 0: where DTD and LRP z+/zB coincide. Chapter 06."""
+    copied = copy.deepcopy(core.check_model(model))
+    for module in copied.modules():
+        if isinstance(module, lrp.WEIGHTED) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    return copied
+
+
 # ----------------------------------------------------------------------------- one neuron, explicitly
 
 
