@@ -30,6 +30,10 @@ def test_check_input_time_series_model():
         (torch.rand(8, 8), ValueError, "(N, C, H, W)"),
         (torch.rand(1, 1, 3, 8, 8), ValueError, "shape (1, 1, 3, 8, 8)"),
         (torch.full((1, 3, 8, 8), float("nan")), ValueError, "finite"),
+        (torch.rand(2, 3, 8, 8).index_put_((torch.tensor(1),) * 4, torch.tensor(float("nan"))), ValueError, "finite"),
+        (torch.rand(2, 3, 8, 8).index_put_((torch.tensor(0),) * 4, torch.tensor(float("inf"))), ValueError, "finite"),
+        (torch.rand(2, 3, 8, 8).index_put_((torch.tensor(1),) * 4, torch.tensor(-float("inf"))), ValueError, "finite"),
+        (torch.rand(1, 3, 0, 8), ValueError, "at least one sample"),
         (torch.rand(0, 3, 8, 8), ValueError, "at least one sample"),
     ],
 )

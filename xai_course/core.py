@@ -80,9 +80,9 @@ def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, boo
     else:
         layout = {3: "(N, C, H, W) or (C, H, W)", 2: "(N, C, L) or (C, L)"}.get(per_sample, "(N, ...)")
         raise ValueError(f"{name}: expected a tensor of shape {layout} for this model, got {_describe(x)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name}: expected at least one sample, got {_describe(x)}")
-    if not torch.isfinite(x).all():
+    if x.numel() == 0:
+        raise ValueError(f"{name}: expected at least one sample with values, got {_describe(x)}")
+    if not torch.isfinite(torch.stack(torch.aminmax(x))).all():  # NaN or inf reach the min or max; one pass
         raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
     return x.detach(), unbatched
 
