@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Two workers on two cores, one thread each: the notebooks' xc.core.set_threads(2) obeys OMP_NUM_THREADS.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=300 tests notebooks
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=300 tests notebooks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xai_course tests benchmarks

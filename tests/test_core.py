@@ -154,3 +154,22 @@ def test_check_number_and_check_seed():
     for bad in (1.0, True, None):
         with pytest.raises(TypeError, match="seed"):
             core.check_seed(bad)
+
+
+@pytest.mark.parametrize("env, n, expected", [(None, 2, 2), ("1", 2, 1), ("4", 2, 2), ("3", 1, 1), ("", 2, 2)])
+def test_set_threads_caps_by_omp_num_threads(monkeypatch, env, n, expected):
+    before = torch.get_num_threads()
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    try:
+        assert core.set_threads(n) == expected
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_set_threads_rejects_bad_n():
+    with pytest.raises(ValueError, match="n:"):
+        core.set_threads(0)

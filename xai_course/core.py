@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,6 +156,20 @@ def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
     check_positive_int("batch_size", batch_size)
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
+
+
+def set_threads(n: int = 2) -> int:
+    """Let torch use ``n`` CPU threads, or ``OMP_NUM_THREADS`` if that is smaller; returns the number set.
+
+    The course's budgets are measured with 2 threads. ``make test`` sets ``OMP_NUM_THREADS=1`` so that
+    two notebooks run side by side on two cores without fighting over them. Chapter 00.
+    """
+    check_positive_int("n", n)
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        n = min(n, int(limit))
+    torch.set_num_threads(n)
+    return n
 
 
 @torch.no_grad()
