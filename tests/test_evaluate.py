@@ -530,3 +530,15 @@ def test_model_is_unchanged(name):
         CALLS[name](model, x, a)
     assert_same_state(before, state(model))
     assert model.training
+
+
+def test_spearman_matches_scipy_row_by_row_and_gives_nan_for_a_constant_row():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 30, generator=g), torch.randn(4, 30, generator=g)
+    b[1] = a[1] ** 3  # monotone: rho = 1
+    b[2, :10] = 0.0  # ties
+    a[3] = 7.0  # constant
+    rho = ev.spearman(a, b)
+    for n in range(3):
+        assert rho[n].item() == pytest.approx(stats.spearmanr(a[n], b[n]).statistic, abs=1e-12)
+    assert rho[1].item() == pytest.approx(1.0) and math.isnan(rho[3].item())

@@ -514,3 +514,13 @@ def test_attack_training_is_deterministic(cnn, train_images):
     assert a.history == b.history and a.history != c.history
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+def test_layer_output_keeps_gradients_and_equals_features(cnn, images):
+    x = images[:2].clone().requires_grad_(True)
+    phi = inversion.layer_output(cnn, x, "features.3")
+    assert torch.equal(phi.detach(), inversion.features(cnn, images[:2], "features.3"))
+    (grad,) = torch.autograd.grad(phi.sum(), x)
+    assert grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="layer: expected one of the module names"):
+        inversion.layer_output(cnn, x, "features.99")

@@ -64,7 +64,7 @@ from .core import (
     output_like,
     predict,
 )
-from .evaluate import _spearman
+from .evaluate import spearman
 from .gradient import _target_gradient
 
 # ----------------------------------------------------------------------------- the modified ReLU backward passes
@@ -548,8 +548,8 @@ def target_similarity(method: Callable, model, x, targets=None) -> TargetSimilar
     signed, magnitude = maps.flatten(2), maps.abs().sum(2).flatten(2)
     pairs = list(combinations(range(len(targets)), 2))
     cosine = torch.stack([F.cosine_similarity(signed[s], signed[t], dim=1) for s, t in pairs]).mean(0)
-    spearman = torch.stack([_spearman(magnitude[s], magnitude[t]) for s, t in pairs]).nanmean(0)
-    return TargetSimilarity(list(targets), cosine, spearman, maps)
+    rho = torch.stack([spearman(magnitude[s], magnitude[t]) for s, t in pairs]).nanmean(0)
+    return TargetSimilarity(list(targets), cosine, rho, maps)
 
 
 # ----------------------------------------------------------------------------- up-convolution: super-resolution
@@ -577,7 +577,7 @@ class Upsampler(nn.Module):
             raise ValueError(f"kernel_size: expected 3 or 5 (not divisible by the stride 2), got {kernel_size!r}")
         check_positive_int("width", width)
         check_positive_int("channels", channels)
-        stage = inversion._upsample(width, channels, upsampling, kernel_size)
+        stage = inversion.upsampling_stage(width, channels, upsampling, kernel_size)
         self.body = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), *stage)
         self.residual = residual
         if residual:
@@ -652,7 +652,7 @@ def train_upsampler(
         net = Upsampler(high.shape[1], width, upsampling=upsampling, kernel_size=kernel_size, residual=residual)
         torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # PyTorch's one-time import on a first optimizer: not timed
         start = time.perf_counter()
-        history = inversion._fit(
+        history = inversion.fit_mse(
             net, downsample(high), high, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
             progress=progress, desc="upsampler",
         )  # fmt: skip

@@ -503,8 +503,8 @@ def _reinitialise(module: nn.Module, name: str, seed: int) -> None:
             part.reset_parameters()
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of the rows of ``a`` and ``b`` (N, P); NaN for a constant row."""
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of the rows of ``a`` and ``b`` (N, P); NaN for a constant row. Chapter 00."""
     ra, rb = (stats.rankdata(t.double().cpu().numpy(), axis=1) for t in (a, b))
     ra, rb = ra - ra.mean(1, keepdims=True), rb - rb.mean(1, keepdims=True)
     den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
@@ -561,11 +561,11 @@ def randomization_check(
             maps.append(_check_attribution(method(randomized, x, target), x, "method's attribution"))
     attributions = torch.stack(maps)
     magnitude, signed = attributions.abs().sum(2).flatten(2), attributions.sum(2).flatten(2)
-    spearman_abs = torch.stack([_spearman(magnitude[0], m) for m in magnitude[1:]])
-    spearman = torch.stack([_spearman(signed[0], m) for m in signed[1:]])
+    rho_abs = torch.stack([spearman(magnitude[0], m) for m in magnitude[1:]])
+    rho = torch.stack([spearman(signed[0], m) for m in signed[1:]])
     maps_abs = attributions.abs().sum(2)
     ssim = torch.stack([_ssim(maps_abs[0], m) for m in maps_abs[1:]])
-    return RandomizationResult(stages, spearman_abs, spearman, ssim, attributions, target)
+    return RandomizationResult(stages, rho_abs, rho, ssim, attributions, target)
 
 
 # ----------------------------------------------------------------------------- stability

@@ -108,8 +108,8 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
-def _module(model: nn.Module, layer) -> nn.Module:
-    """The sub-module called ``layer``, or an error listing the valid names."""
+def submodule(model: nn.Module, layer) -> nn.Module:
+    """The sub-module called ``layer``, or a clear error that lists the valid names. Chapter 04."""
     if not isinstance(layer, str):
         raise TypeError(f"layer: expected a module name (str) from model.named_modules(), got {_describe(layer)}")
     modules = dict(model.named_modules())
@@ -139,10 +139,15 @@ def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) 
     raise ValueError(f"layer: {layer!r} is never called in the model's forward pass")
 
 
+def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """phi(x) inside a larger computation: gradients kept, no checks or guard (``features`` has them). Chapter 04."""
+    return _features(model, submodule(model, layer), x, layer)
+
+
 def features(model, x, layer: str) -> torch.Tensor:
     """phi(x), the output of the module ``layer`` on ``x``, detached (no gradients, model in eval mode). Chapter 04."""
     check_model(model)
-    module = _module(model, layer)
+    module = submodule(model, layer)
     x, unbatched = check_input(model, x)
     with model_guard(model), torch.no_grad():
         model.eval()
@@ -421,7 +426,7 @@ def _invert(
 
 def _optimize_prepared(model, x, layer, start, unbatched, kw) -> Inversion:
     """Run ``_invert`` from ``start`` with the model frozen and in eval mode."""
-    module = _module(model, layer)
+    module = submodule(model, layer)
     with model_guard(model):
         model.eval()
         for p in model.parameters():
@@ -475,7 +480,7 @@ def optimize(
     equally valid, solution. Chapter 04.
     """
     check_model(model)
-    _module(model, layer)
+    submodule(model, layer)
     x, unbatched = _check_images(model, x)
     kw = dict(steps=steps, lr=lr, tv_weight=tv_weight, beta=beta, alpha=alpha, alpha_weight=alpha_weight)
     _check_optimize(**kw, optimizer=optimizer)
@@ -501,7 +506,7 @@ def reconstruct_layers(model, x, layers: Sequence[str] | None = None, *, progres
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
         raise TypeError(f"layers: expected a non-empty list of module names, got {_describe(layers)}")
     for layer in layers:
-        _module(model, layer)
+        submodule(model, layer)
     tv = kwargs.pop("tv_weight", TV_WEIGHT)
     if isinstance(tv, Sequence):
         if len(tv) != len(layers):
@@ -554,8 +559,8 @@ def many_solutions(model, x, layer: str, *, seeds: int | Sequence[int] = 4, prog
 # ----------------------------------------------------------------------------- decoders (Dosovitskiy & Brox)
 
 
-def _upsample(channels_in: int, channels_out: int, upsampling: str, kernel_size: int) -> list[nn.Module]:
-    """One x2 upsampling stage: resize-convolution or a stride-2 transposed convolution."""
+def upsampling_stage(channels_in: int, channels_out: int, upsampling: str, kernel_size: int) -> list[nn.Module]:
+    """One x2 upsampling stage: resize-convolution or a stride-2 transposed convolution. Chapter 04."""
     if upsampling == "resize_conv":
         return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels_in, channels_out, 3, padding=1)]
     padding = (kernel_size - 1) // 2  # with output_padding=1 the output is exactly twice the input
@@ -611,7 +616,7 @@ class Decoder(nn.Module):
         for s in range(stages):
             last = s == stages - 1
             c_out = channels if last else max(width // 2 ** (s + 1), 8)
-            layers += _upsample(c, c_out, upsampling, kernel_size)
+            layers += upsampling_stage(c, c_out, upsampling, kernel_size)
             layers += [] if last else [nn.LeakyReLU(LEAKY_SLOPE)]
             c = c_out
         if stages == 0:
@@ -634,8 +639,8 @@ def _all_features(model, module, layer, images, batch_size) -> torch.Tensor:
         return torch.cat([_features(model, module, images[s], layer) for s in batch_slices(len(images), batch_size)])
 
 
-def _fit(net: nn.Module, inputs, images, *, epochs, batch_size, lr, seed, progress, desc) -> list[float]:
-    """Adam on the pixel MSE of net(inputs) against images; deterministic for a seed. Returns the epoch losses."""
+def fit_mse(net: nn.Module, inputs, images, *, epochs, batch_size, lr, seed, progress, desc) -> list[float]:
+    """Adam on the pixel MSE of net(inputs) against images, deterministic for a seed; the epoch losses. Chapter 04."""
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     steps = epochs * math.ceil(len(images) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
@@ -682,7 +687,7 @@ def train_decoder(
     ``decode`` to apply it. Returns the decoder in eval mode. Chapter 04.
     """
     check_model(model)
-    module = _module(model, layer)
+    module = submodule(model, layer)
     images = _images_of(data, model, "data")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         check_positive_int(name, value)
@@ -696,7 +701,7 @@ def train_decoder(
         ).to(images)
         decoder.layer = layer
         decoder.scale.fill_(1 / phi.std().clamp(min=1e-12).item())
-        decoder.history = _fit(
+        decoder.history = fit_mse(
             decoder, phi, images, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
             desc=f"decoder {layer}",
         )  # fmt: skip
@@ -708,7 +713,7 @@ def decode(model, decoder: Decoder, x) -> Inversion:
     check_model(model)
     if not isinstance(decoder, Decoder) or decoder.layer is None:
         raise TypeError(f"decoder: expected a Decoder from train_decoder, got {_describe(decoder)}")
-    module = _module(model, decoder.layer)
+    module = submodule(model, decoder.layer)
     x, unbatched = _check_images(model, x)
     with model_guard(model), model_guard(decoder), torch.no_grad():
         model.eval()
@@ -843,7 +848,7 @@ def train_attack(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         attack = Attack(probabilities.shape[1], images.shape[1:], truncation=truncation, width=width).to(images)
-        attack.history = _fit(
+        attack.history = fit_mse(
             attack, probabilities, images, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
             progress=progress, desc=f"attack top-{truncation or probabilities.shape[1]}",
         )  # fmt: skip

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from .core import _describe, batch_slices, check_model, check_positive_int, predict
-from .inversion import _features, _module
+from .inversion import layer_output, submodule
 from .occlusion import feature_maps, resize
 
 if TYPE_CHECKING:
@@ -1177,8 +1177,8 @@ class FuzzyCNN(nn.Module):
         self.cnn = copy.deepcopy(model).eval().requires_grad_(False)
         self.layer = layer
         self.head = head
-        _module(self.cnn, layer)
+        submodule(self.cnn, layer)  # a clear error now for a layer the model does not have
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = _features(self.cnn, _module(self.cnn, self.layer), x, self.layer)
+        maps = layer_output(self.cnn, x, self.layer)
         return self.head(maps.amax((2, 3)))
