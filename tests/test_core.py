@@ -105,6 +105,20 @@ def test_model_guard_restores_when_the_body_raises(tiny):
     assert torch.equal(tiny(x), reference)
 
 
+def test_model_guard_keeps_the_callers_autograd_graph_usable(tiny):
+    x = torch.rand(2, 3, 8, 8)
+    loss = tiny(x).sum()  # a graph that saved the weights before an explanation runs
+    versions = [p._version for p in tiny.parameters()]
+    with core.model_guard(tiny):
+        tiny(x)
+    assert [p._version for p in tiny.parameters()] == versions
+    loss.backward()  # would fail if the guard had written the unchanged weights back
+    before = state_of(tiny)
+    with core.model_guard(tiny), torch.no_grad():
+        tiny.conv.weight.data.add_(1.0)  # a write through .data does not show in _version
+    assert_unchanged(before, tiny)
+
+
 def test_model_guard_rejects_non_modules():
     with pytest.raises(TypeError, match="model: expected a torch.nn.Module"), core.model_guard("not a model"):
         pass

@@ -216,8 +216,9 @@ def _restore(s: _Snapshot) -> None:
         getattr(m, kind).clear()
         getattr(m, kind).update(entries)
     for key, (t, grad, requires_grad) in s.grads.items():
-        with torch.no_grad():
-            t.copy_(s.values[key])  # always: writes through .data do not show in t._version
+        if not torch.equal(t.detach(), s.values[key]):  # by value: writes through .data do not show in t._version
+            with torch.no_grad():
+                t.copy_(s.values[key])  # only then: a copy would break the caller's autograd graphs of the model
         t.grad = grad
         t.requires_grad_(requires_grad)
         hooks = s.tensor_hooks[key][1]
