@@ -14,7 +14,7 @@ import sys
 import warnings
 
 import torch
-from _common import alternating_medians, course_model
+from _common import absolute_error, course_model, race
 from captum.attr import Deconvolution, GuidedBackprop
 
 from xai_course import data, deconvnet
@@ -43,18 +43,15 @@ def main() -> int:
     with torch.no_grad():
         target = model(x).argmax(1)  # given to both, so neither needs an extra forward pass
     print(f"{N_IMAGES} images, median of {args.repeats}:")
-    print(f"{'method':16s} {'ours (s)':>9s} {'Captum (s)':>10s} {'ratio':>6s} {'max |diff|':>10s}")
-    worst = 0.0
-    for name, (ours, theirs) in METHODS.items():
-        error = (ours(model, x, target) - captum_explain(model, x, target, theirs)).abs().max().item()
-        assert error < 1e-6, f"{name}: ours and Captum disagree (largest difference {error:.2e})"
-        t_ours, t_theirs = alternating_medians(
-            lambda f=ours: f(model, x, target), lambda m=theirs: captum_explain(model, x, target, m), args.repeats
-        )
-        worst = max(worst, t_ours / t_theirs)
-        print(f"{name:16s} {t_ours:9.4f} {t_theirs:10.4f} {t_ours / t_theirs:6.2f} {error:10.1e}")
-    print(f"largest ratio ours / Captum = {worst:.2f} (requirement <= 1.0: {'met' if worst <= 1.0 else 'NOT met'})")
-    return 0 if worst <= 1.0 else 1
+    return race(
+        METHODS,
+        lambda name: METHODS[name][0](model, x, target),
+        lambda name: captum_explain(model, x, target, METHODS[name][1]),
+        rival="Captum",
+        error=absolute_error,
+        tolerance=1e-6,
+        repeats=args.repeats,
+    )
 
 
 if __name__ == "__main__":
