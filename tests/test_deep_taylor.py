@@ -384,3 +384,37 @@ def test_zero_biases_is_a_copy_with_zero_biases():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     with pytest.raises(TypeError, match="model"):
         deep_taylor.zero_biases("model")
+
+
+def test_activations_that_can_be_negative_are_refused_because_z_plus_would_lose_their_relevance():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.LeakyReLU(0.1), nn.AvgPool2d(2),
+                          nn.Flatten(), nn.Linear(8 * 9, 3, bias=False)).to(DOUBLE).eval()  # fmt: skip
+    x = torch.rand(4, 3, 6, 6, dtype=DOUBLE)
+    target = torch.tensor([0, 1, 2, 0])
+    # what explain would return: the average of negative activations has no positive contribution to share by
+    relevance = lrp.explain(model, x, target, composite=deep_taylor.composite())
+    assert relative_error(relevance.flatten(1).sum(1), logit(model, x, target)) > 0.01
+    before = state_of(model)
+    with pytest.raises(NotImplementedError, match=r"model: .*activations >= 0.*1 \(LeakyReLU\); supported: ReLU"):
+        deep_taylor.explain(model, x, target)
+    assert_unchanged(before, model)
+    model[1] = nn.Sigmoid()  # positive activations are fine: relevance is conserved
+    relevance = deep_taylor.explain(model, x, target)
+    assert relative_error(relevance.flatten(1).sum(1), logit(model, x, target)) < 1e-4
+
+
+def test_an_mlp_on_images_is_the_same_mlp_on_vectors_and_input_invariant_with_zb():
+    torch.manual_seed(3)
+    layers = [nn.Linear(3 * 2 * 3, 5), nn.ReLU(), nn.Linear(5, 3)]
+    for layer in layers[::2]:
+        layer.weight.data.normal_(0, 2)
+        layer.bias.data = -layer.bias.data.abs()
+    mlp = nn.Sequential(nn.Flatten(), *layers).to(DOUBLE).eval()
+    x = torch.rand(3, 2, 3, dtype=DOUBLE)
+    target = mlp(x[None])[0].argmax().item()
+    expected = explicit_decomposition(mlp[1:], x.flatten(), target, "zb")
+    assert relative_error(deep_taylor.explain(mlp, x, target).flatten(), expected) < 1e-6
+    result = deep_taylor.input_invariance(mlp, x[None], torch.tensor([0.3, -0.2, 0.5]))
+    assert result.output_difference < 1e-12 and result.difference["dtd_zb"] < 1e-12
+    assert result.difference["gradient_x_input"] > 0.01

@@ -216,3 +216,11 @@ def test_needs_flag_on_a_black_box(method, cases):
     else:
         with pytest.raises((ValueError, NotImplementedError), match="^model: "):  # a clear error, not torch's
             method.explain(black_box, x[:1], 0)
+
+
+@pytest.mark.parametrize("method", ATTRIBUTION, ids=lambda m: m.name)
+def test_one_unbatched_sample_is_explained_as_a_batch_of_one(method, cases):
+    model, x = cases["images" if "images" in method.data else "time series"]
+    single = method.explain(model, x[0], None)
+    assert single.shape == x[0].shape
+    torch.testing.assert_close(single, method.explain(model, x[:1], None)[0])

@@ -459,7 +459,7 @@ def test_reused_modules_and_in_place_relus_are_reported_and_handled():
     model = Reused().to(DOUBLE).eval()
     report = lrp.check_model(model, "epsilon")
     assert report.ok and any(note.startswith("called 2 times: hidden (Linear)") for note in report.notes)
-    assert "ZBox(low=0.0, high=1.0) needs the model input" in str(lrp.check_model(model))  # hidden reads x.flatten
+    assert lrp.check_model(model).ok  # zB on the first call of hidden, which reads x.flatten(1): the input reshaped
     assert [row[0] for row in report.rows] == ["hidden", "hidden (call 2)", "out"]
     x = torch.rand(2, 2, 2, 2, dtype=DOUBLE)
     lrp0 = lrp.Composite(linear=lrp.Epsilon(0.0))
@@ -546,3 +546,61 @@ def test_lrp0_passes_no_relevance_through_outputs_that_are_exactly_zero():
     relevance = lrp.explain(model, x, 0, composite=lrp.Composite(linear=lrp.Epsilon(0.0)))
     assert torch.isfinite(relevance).all()
     torch.testing.assert_close(relevance, gradient.gradient_x_input(model, x, 0))
+
+
+class SlicedInput(nn.Module):
+    """A first layer that reads part of the input: not the model input, so zB must still be refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(30, 2)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)[:, :30])
+
+
+def test_first_layer_rules_see_the_input_through_a_flatten():
+    """An MLP on images: zB, w^2 and flat on the flattened pixels, explicitly layer by layer with relevance_step."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 5, 8), nn.ReLU(), nn.Linear(8, 3)).to(DOUBLE).eval()
+    x = torch.rand(2, 3, 4, 5, dtype=DOUBLE) * 2 - 0.5
+    low = torch.tensor([-0.5, -0.6, -0.7], dtype=DOUBLE).view(1, 3, 1, 1)
+    high = low + 2.2
+    pixels = x.flatten(1)
+    hidden = mlp[2](mlp[1](pixels)).detach()
+    top = lrp.relevance_step(lrp.Epsilon(), mlp[3], hidden, F.one_hot(torch.tensor([1, 1]), 3) * mlp(x).detach())
+    per_pixel = lambda t: t.expand_as(x[:1]).flatten(1)  # noqa: E731
+    for first in (lrp.ZBox(low, high), lrp.WSquare(), lrp.Flat()):
+        got, layers = lrp.explain(mlp, x, 1, composite=lrp.Composite(first, linear=lrp.Epsilon()), return_layers=True)
+        rule = lrp.ZBox(per_pixel(low), per_pixel(high)) if isinstance(first, lrp.ZBox) else first
+        expected = lrp.relevance_step(rule, mlp[1], pixels, top).view_as(x)
+        torch.testing.assert_close(got, expected)
+        assert torch.equal(layers["1"], got)  # the first layer reads the pixels
+    assert lrp.check_model(mlp).ok
+    with pytest.raises(NotImplementedError, match="ZBox.*needs the model input, but fc reads another tensor"):
+        lrp.explain(SlicedInput(), torch.rand(2, 3, 4, 5))
+
+
+class TwoBranches(nn.Module):
+    """Two convolutions that both read the input, added by an explicit Sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 2, 3, padding=1), nn.Conv2d(3, 2, 3, padding=1)
+        self.sum, self.fc = lrp.Sum(), nn.Linear(2 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.sum(self.a(x), self.b(x))).flatten(1))
+
+
+def test_two_zb_layers_on_the_input_keep_their_own_bounds():
+    torch.manual_seed(0)
+    model = TwoBranches().to(DOUBLE).eval()
+    x = torch.rand(2, 3, 4, 4, dtype=DOUBLE)
+    rule_a, rule_b = lrp.ZBox(0.0, 1.0), lrp.ZBox(-1.0, 2.0)
+    composite = lrp.Composite(linear=lrp.Epsilon(), layers={"a": rule_a, "b": rule_b})
+    got, layers = lrp.explain(model, x, 1, composite=composite, return_layers=True)
+    z_a, z_b = model.a(x).detach(), model.b(x).detach()
+    share = layers["fc"].view_as(z_a) / lrp.stabilize(z_a + z_b, lrp.STABILIZER)  # the Sum's rule, R_k / z_k
+    expected = lrp.relevance_step(rule_a, model.a, x, z_a * share) + lrp.relevance_step(rule_b, model.b, x, z_b * share)
+    torch.testing.assert_close(got, expected)

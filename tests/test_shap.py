@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import assert_unchanged, state_of
 from torch import nn
 
-from xai_course import data, models, shap
+from xai_course import data, lrp, models, shap
 
 
 def linear_model() -> nn.Module:
@@ -354,3 +354,25 @@ def test_global_importance(tiny, images):
     assert torch.allclose(mean_abs, local.abs().mean(0))
     with pytest.raises(ValueError, match="reduce"):
         shap.global_importance(shap.exact, tiny, images, reduce="max", segments=seg)
+
+
+def test_deep_on_adaptive_max_pooling_reshaping_layers_and_explicit_sums():
+    """Adaptive max-pooling is max-pooling with windows of the matching size; Sum is the addition it replaces."""
+    torch.manual_seed(0)
+    conv, fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(16, 3)
+    adaptive = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveMaxPool2d(2), nn.Dropout2d(), nn.Flatten(),
+                             nn.Unflatten(1, (4, 4)), nn.Flatten(), fc).double().eval()  # fmt: skip
+    windows = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(), fc).double().eval()
+    x, background = torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    phi = shap.deep(adaptive, x, background=background)
+    torch.testing.assert_close(phi, shap.deep(windows, x, background=background))
+    assert summation_error(adaptive, x, background, phi) < 1e-10
+    series = nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(3, 2))
+    s, s_background = torch.rand(2, 2, 10), torch.rand(3, 2, 10)
+    with torch.no_grad():
+        delta = series(s)[:, 1] - series(s_background)[:, 1].mean()
+    assert torch.allclose(shap.deep(series, s, 1, background=s_background).sum((1, 2)), delta, atol=1e-5)
+    resnet = models.ShapesResNet(3).double().eval()
+    canonized = lrp.canonize(resnet)
+    torch.testing.assert_close(shap.deep(canonized, x, 1, background=background),
+                               shap.deep(resnet, x, 1, background=background))  # fmt: skip

@@ -30,6 +30,10 @@ choices made here where the paper leaves them open:
   canonized ResNet block) are one linear layer before the ReLU, so z+ treats them as one: each branch
   gets relevance in proportion to its positive contributions sum_j (a_j w_jk)^+, an identity shortcut
   in proportion to a^+. A branch that is positive only through its bias gets none.
+- Activations: z+ assumes inputs >= 0, which ReLU, ReLU6, Sigmoid, Softplus and Hardsigmoid give (the
+  smooth ones pass relevance on, LRP's Pass rule). An activation that can be negative (LeakyReLU, Tanh, ELU,
+  ...) feeds z+ values outside its domain: an average over negative values has no positive contribution to
+  share its relevance by, and the relevance is lost, so ``explain`` refuses such a model.
 - A neuron kept active by a positive bias alone (no positive contribution, z_j > 0) has no root along
   the z+ direction; the rule has nowhere to send its relevance, which is lost. With b_j <= 0, as DTD
   assumes, this cannot happen. Otherwise conservation is exact up to the stabilizer 1e-6 that every
@@ -53,6 +57,7 @@ from . import core, gradient, lrp
 
 INPUT_RULES = ("zb", "w2", "zplus")
 DIRECTIONS = ("zplus", "zb", "w2")
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)  # outputs >= 0: the domain of z+
 
 
 def _check_bounds(low, high) -> None:
@@ -78,6 +83,17 @@ def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
     return lrp.Composite(first=first, conv=lrp.ZPlusNoBias(), linear=lrp.ZPlusNoBias(), norm="zplus")
 
 
+def _check_activations(model: nn.Module) -> None:
+    """NotImplementedError for an activation module whose output can be negative (outside the domain of z+)."""
+    negative = [f"{name} ({type(m).__name__})" for name, m in core.check_model(model).named_modules()
+                if isinstance(m, lrp.RELU_LIKE + lrp.PASS_ACTIVATIONS) and not isinstance(m, ACTIVATIONS)]  # fmt: skip
+    if negative:
+        raise NotImplementedError(
+            f"model: deep Taylor decomposition needs activations >= 0 (its z+ rule loses the relevance of negative "
+            f"ones), got {', '.join(negative)}; supported: {lrp._names(ACTIVATIONS)}; use lrp.explain instead"
+        )
+
+
 def explain(model, x, target=None, *, input_rule: str = "zb", low=0.0, high=1.0, return_layers: bool = False):
     """Deep Taylor decomposition of the target's logit onto the input (Montavon et al. 2017).
 
@@ -91,8 +107,10 @@ def explain(model, x, target=None, *, input_rule: str = "zb", low=0.0, high=1.0,
     return_layers : also return the relevance at the input of every conv and linear layer (``lrp.explain``).
 
     Returns a tensor of the shape of ``x`` that sums to the target's logit: no bias absorbs relevance (see
-    the module docstring for max-pooling, residual sums and negative logits). Chapter 06.
+    the module docstring for max-pooling, residual sums and negative logits). Raises ``NotImplementedError`` for
+    an activation that can be negative (LeakyReLU, Tanh, ...) and for what ``lrp.explain`` refuses. Chapter 06.
     """
+    _check_activations(model)
     rules = composite(input_rule, low=low, high=high)
     return lrp.explain(model, x, target, composite=rules, return_layers=return_layers)
 
@@ -255,7 +273,7 @@ def _first_layer(model: nn.Module, x: torch.Tensor) -> str:
     names, found = {m: n for n, m in model.named_modules()}, []
 
     def record(module, args):
-        if args and args[0] is x and not found:
+        if args and lrp._is_model_input(args[0], x) and not found:
             found.append(names[module])
 
     handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, lrp.WEIGHTED)]
@@ -282,8 +300,12 @@ def _explicit_padding(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, pad)
 
 
-def _absorb_shift(layer: nn.Module, m: torch.Tensor) -> None:
-    """Set the bias of ``layer`` to b - W m, so that it computes the same on x + m as before on x."""
+def _absorb_shift(layer: nn.Module, m: torch.Tensor, x: torch.Tensor) -> None:
+    """Set the bias of ``layer`` to b - W m, so that it computes the same on x + m as before on x.
+
+    A linear layer reads one value of m per input feature (of x flattened, for images), a convolution one per channel.
+    """
+    m = m.expand_as(x[:1]) if isinstance(layer, nn.Linear) else m
     offset = torch.einsum("oi...,i->o", layer.weight.detach(), m.flatten())  # sum over inputs (and kernel) of W m
     bias = torch.zeros_like(offset) if layer.bias is None else layer.bias.detach()
     layer.bias = nn.Parameter(bias - offset, requires_grad=False)
@@ -317,7 +339,7 @@ def _shifted_copies(model: nn.Module, x: torch.Tensor, m: torch.Tensor) -> tuple
     first = _first_layer(f, x)
     x_f = _explicit_padding(f.get_submodule(first), x)
     g = copy.deepcopy(f)
-    _absorb_shift(g.get_submodule(first), m)
+    _absorb_shift(g.get_submodule(first), m, x_f)
     return f, x_f, g, x_f + m
 
 

@@ -77,8 +77,9 @@ def _kernel_shap(model, x, target=None):
 
 
 def _deep_shap(model, x, target=None):
-    mean_colour = x.mean(dim=[0, *range(2, x.ndim)], keepdim=True)  # one uniform input of the batch's mean
-    return shap.deep(model, x, target, background=mean_colour.expand(1, *x.shape[1:]))
+    batch, _ = check_input(check_model(model), x)  # x may be one unbatched sample
+    mean_colour = batch.mean(dim=[0, *range(2, batch.ndim)], keepdim=True)  # one uniform input of the batch's mean
+    return shap.deep(model, x, target, background=mean_colour.expand(1, *batch.shape[1:]))
 
 
 def _sliding_window(model, x, target=None):

@@ -44,6 +44,7 @@ from .core import (
     predict,
     resolve_target,
 )
+from .lrp import Sum
 
 MAX_EXACT_PLAYERS = 20  # 2^20 model calls per image; above this use Kernel SHAP
 BATCH_SIZE = 64  # small batches of masked images run fastest on a laptop CPU
@@ -363,8 +364,9 @@ def kernel(
 # ----------------------------------------------------------------------------- Deep SHAP
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Softplus)
-_MAX_POOL = (nn.MaxPool1d, nn.MaxPool2d)
+_MAX_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 _LINEAR = (
+    Sum,
     nn.Conv1d,
     nn.Conv2d,
     nn.Linear,
@@ -375,7 +377,10 @@ _LINEAR = (
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
     nn.Flatten,
+    nn.Unflatten,
     nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
     nn.Identity,
 )
 
@@ -413,6 +418,15 @@ def _unpool(values: torch.Tensor, indices: torch.Tensor, shape: torch.Size) -> t
     return out.scatter_add_(2, indices.flatten(2), values.flatten(2)).view(shape)
 
 
+def _max_pool_switches(z: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output of the max-pooling module ``pool`` on ``z`` and its switches (where each maximum came from)."""
+    if isinstance(pool, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
+        adaptive = F.adaptive_max_pool1d if isinstance(pool, nn.AdaptiveMaxPool1d) else F.adaptive_max_pool2d
+        return adaptive(z, pool.output_size, return_indices=True)
+    max_pool = F.max_pool1d if isinstance(pool, nn.MaxPool1d) else F.max_pool2d
+    return max_pool(z, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, return_indices=True)
+
+
 class _RescaleMaxPool(torch.autograd.Function):
     """Max-pooling with the DeepLIFT multiplier of Captum and shap.
 
@@ -422,11 +436,8 @@ class _RescaleMaxPool(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, pool: nn.MaxPool1d | nn.MaxPool2d) -> torch.Tensor:
-        max_pool = F.max_pool1d if isinstance(pool, nn.MaxPool1d) else F.max_pool2d
-        y, switches = max_pool(
-            z, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, return_indices=True
-        )
+    def forward(ctx, z: torch.Tensor, pool: nn.Module) -> torch.Tensor:
+        y, switches = _max_pool_switches(z, pool)
         ctx.save_for_backward(z, y, switches)
         return y
 
