@@ -347,13 +347,17 @@ def _forward(layer: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torc
 
 
 def _term_input(name: str, a: torch.Tensor, rule: Rule, leaves: dict) -> torch.Tensor:
-    """The input of a term; constant inputs become leaves (one per name) whose gradient gives their relevance."""
+    """The input of a term; constant inputs become leaves (one per name and rule) whose gradient gives their relevance.
+
+    A leaf made earlier in the shape of the model input is seen in the shape of ``a``, which reshapes it.
+    """
     if name in ("a", "a+", "a-"):
         return {"a": same, "a+": positive, "a-": negative}[name](a)
-    if name not in leaves:
+    key = (name, id(rule))  # two zB layers with different bounds need two leaves "low"
+    if key not in leaves:
         value = {"low": getattr(rule, "low", None), "high": getattr(rule, "high", None), "ones": 1.0}[name]
-        leaves[name] = (torch.zeros_like(a) + torch.as_tensor(value).to(a)).requires_grad_()
-    return leaves[name]
+        leaves[key] = (torch.zeros_like(a) + torch.as_tensor(value).to(a)).requires_grad_()
+    return leaves[key].view_as(a)
 
 
 def _group_output(group: Group, layer: nn.Module, a: torch.Tensor, rule: Rule, leaves: dict) -> torch.Tensor:
@@ -447,17 +451,29 @@ def _uses_constants(rule: Rule | None) -> bool:
     return rule is not None and any(t.input in CONSTANT_INPUTS for g in rule.groups() for t in g.terms)
 
 
+def _is_model_input(a: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether ``a`` holds the values of the model input ``x`` in their order: x itself or a reshape (nn.Flatten)."""
+    same_memory = a.data_ptr() == x.data_ptr() and a.numel() == x.numel()
+    return a is x or (same_memory and a.is_contiguous() and x.is_contiguous())
+
+
 def _check_first_input(rule: Rule, name: str, a: torch.Tensor, run: _Run) -> None:
-    if _uses_constants(rule) and a is not run.x:
+    """Check that a rule with constant inputs reads the model input, within zB's bounds; make the constant inputs."""
+    if _uses_constants(rule) and not _is_model_input(a, run.x):
         raise NotImplementedError(f"composite: {rule} on {name} needs the model input, but {name} reads another tensor")
     if isinstance(rule, ZBox):
-        low, high = (torch.as_tensor(v).to(a) for v in (rule.low, rule.high))
-        if (a < low - 1e-6).any() or (a > high + 1e-6).any():
+        x = run.x  # a is x or a reshape of it; the bounds broadcast to x
+        low, high = (torch.as_tensor(v).to(x) for v in (rule.low, rule.high))
+        if (x < low - 1e-6).any() or (x > high + 1e-6).any():
             raise ValueError(
                 f"x: expected values within the zB bounds [low, high] = [{low.min().item():.3g}, "
-                f"{high.max().item():.3g}], got values in [{a.min().item():.3g}, {a.max().item():.3g}]; "
+                f"{high.max().item():.3g}], got values in [{x.min().item():.3g}, {x.max().item():.3g}]; "
                 "pass the true bounds of the input (for normalized images (0 - mean) / std and (1 - mean) / std)"
             )
+    for group in rule.groups():  # constant inputs made in the shape of x, so that their relevance is the pixels'
+        for term in group.terms:
+            if term.input in CONSTANT_INPUTS:
+                _term_input(term.input, run.x, rule, run.leaves)
 
 
 def _weighted_hook(run: _Run, name: str):
@@ -546,9 +562,10 @@ def _propagate(model: nn.Module, target, run: _Run, return_layers: bool):
     logits = model(run.x).flatten(1)  # (N, classes), also for an output of shape (N, classes, 1, ...)
     target = core.resolve_target(target, logits)
     onehot = F.one_hot(target, logits.shape[1]).to(logits)
-    names = [n for n in run.inputs if run.inputs[n] is not run.x] if return_layers else []
+    names = [n for n in run.inputs if not _is_model_input(run.inputs[n], run.x)] if return_layers else []
     tensors = [run.x, *run.leaves.values(), *(run.inputs[n] for n in names)]
-    grads = torch.autograd.grad(logits, tensors, grad_outputs=onehot, allow_unused=True)
+    # the scalar <logits, onehot>, not grad_outputs=onehot: torch imports sympy (0.7 s) at its first grad_outputs
+    grads = torch.autograd.grad((logits * onehot).sum(), tensors, allow_unused=True)
     products = [t.detach() * (0.0 if c is None else c) for t, c in zip(tensors, grads)]
     n_pixel_terms = 1 + len(run.leaves)  # the input, and the constant inputs of zB or w^2
     relevance = sum(products[:n_pixel_terms])
@@ -600,7 +617,7 @@ def explain(
         for p in model.parameters():
             p.requires_grad_(False)
         with torch.enable_grad():
-            run = _Run(composite, maxpool, x.clone().requires_grad_())
+            run = _Run(composite, maxpool, x.clone(memory_format=torch.contiguous_format).requires_grad_())
             relevance, layers = _propagate(model, target, run, return_layers)
     relevance = core.output_like(relevance, x, unbatched)
     if not return_layers:
@@ -648,6 +665,7 @@ _ADDITIONS = (operator.add, operator.iadd, torch.add, "add", "add_", "__add__", 
 _HARMLESS = (torch.flatten, torch.reshape, torch.relu, F.relu, operator.getitem, getattr, "flatten", "view",
              "reshape", "size", "dim", "contiguous", "relu", "relu_", "squeeze", "unsqueeze")  # fmt: skip
 _NOT_TENSORS = ("size", "dim", getattr, len)
+_RESHAPES = (torch.flatten, torch.reshape, "flatten", "view", "reshape", "contiguous")
 
 
 def _scope(node: fx.Node) -> str:
@@ -726,6 +744,13 @@ def _check_composite(model: nn.Module, composite: Composite) -> None:
             )
 
 
+def _is_reshape(node: fx.Node, model: nn.Module) -> bool:
+    """A call that passes its input on with the same values in the same order (a reshape, identity or dropout)."""
+    if node.op == "call_module":
+        return isinstance(model.get_submodule(node.target), SHAPE)
+    return node.op in ("call_function", "call_method") and node.target in _RESHAPES
+
+
 def _calls(model: nn.Module) -> tuple[list, list, str | None]:
     """The module calls (name, reads the model input) and functional calls of ``model`` in forward order."""
     try:
@@ -734,6 +759,9 @@ def _calls(model: nn.Module) -> tuple[list, list, str | None]:
         leaves = [n for n, m in model.named_modules() if not list(m.children())]
         return [(n, None) for n in leaves], [], f"{type(error).__name__}: {error}"
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    for node in graph.nodes:  # in forward order: the input reshaped (nn.Flatten, x.view) is still the input
+        if node.args and node.args[0] in inputs and _is_reshape(node, model):
+            inputs.append(node)
     calls = [(n.target, bool(n.args) and n.args[0] in inputs) for n in graph.nodes if n.op == "call_module"]
     functional = [n for n in graph.nodes if n.op in ("call_function", "call_method")]
     return calls, functional, None
