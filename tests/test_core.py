@@ -187,3 +187,29 @@ def test_set_threads_caps_by_omp_num_threads(monkeypatch, env, n, expected):
 def test_set_threads_rejects_bad_n():
     with pytest.raises(ValueError, match="n:"):
         core.set_threads(0)
+
+
+def test_check_input_refuses_a_dtype_unlike_the_models_parameters(tiny):
+    with pytest.raises(TypeError, match=r"x: expected a torch.float32 tensor on cpu, like the model's parameters"):
+        core.check_input(tiny, torch.rand(2, 3, 8, 8, dtype=torch.float64))
+    assert core.check_input(tiny.double(), torch.rand(2, 3, 8, 8, dtype=torch.float64))[0].dtype == torch.float64
+
+
+def test_resolve_target_refuses_outputs_that_are_not_logits_per_class():
+    with pytest.raises(ValueError, match=r"model: expected logits of shape \(N, classes\).*\(2, 5, 1, 1\)"):
+        core.resolve_target(None, torch.rand(2, 5, 1, 1))
+
+
+def test_a_model_that_writes_into_its_input_leaves_the_callers_x_alone():
+    from xai_course import occlusion, shap
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 3)).eval()
+    x = torch.randn(2, 3, 8, 8)  # negatives that the in-place ReLU would zero
+    before = x.clone()
+    batch, _ = core.check_input(model, x)
+    batch.relu_()
+    segments = shap.superpixels(x, n_segments=4, method="grid")
+    shap.kernel(model, x, segments=segments, n_samples=8)
+    occlusion.sliding_window(model, x, window=4, stride=4)
+    assert torch.equal(x, before)

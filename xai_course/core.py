@@ -64,10 +64,12 @@ def sample_ndim(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, bool]:
-    """Validate ``x`` and return it batched, plus whether it came unbatched.
+    """Validate ``x`` and return a batched copy of it, plus whether it came unbatched.
 
-    ``x`` must be a finite floating-point tensor ``(N, C, H, W)`` or ``(N, C, L)``;
-    one sample without the batch dimension is accepted. Chapter 00.
+    ``x`` must be a finite floating-point tensor ``(N, C, H, W)`` or ``(N, C, L)`` with the
+    dtype and device of the model's parameters; one sample without the batch dimension is
+    accepted. The copy keeps the caller's tensor safe from a model that writes into its
+    input (an in-place ReLU first). Chapter 00.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (N, C, L), got {_describe(x)}")
@@ -85,7 +87,18 @@ def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, boo
         raise ValueError(f"{name}: expected at least one sample with values, got {_describe(x)}")
     if not torch.isfinite(torch.stack(torch.aminmax(x))).all():  # NaN or inf reach the min or max; one pass
         raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
-    return x.detach(), unbatched
+    _check_like_parameters(model, x, name)
+    return x.detach().clone(), unbatched
+
+
+def _check_like_parameters(model: nn.Module, x: torch.Tensor, name: str) -> None:
+    """TypeError unless ``x`` has the dtype and device of the model's first floating-point parameter."""
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if p is not None and (x.dtype, x.device) != (p.dtype, p.device):
+        raise TypeError(
+            f"{name}: expected a {p.dtype} tensor on {p.device}, like the model's parameters, got {_describe(x)} on "
+            f"{x.device}; convert one of them, e.g. x.to(next(model.parameters()))"
+        )
 
 
 def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
@@ -94,7 +107,12 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     ``None`` means the predicted class (argmax of ``logits``), an ``int`` is used
     for every sample, a tensor must hold one index per sample. Chapter 00.
     """
-    n, n_classes = logits.shape[0], logits.shape[-1]
+    if logits.ndim != 2:
+        raise ValueError(
+            f"model: expected logits of shape (N, classes), got an output of shape {tuple(logits.shape)}; "
+            "end the model with nn.Flatten() (after global pooling, say)"
+        )
+    n, n_classes = logits.shape
     if target is None:
         return logits.argmax(dim=-1).detach()
     if isinstance(target, bool) or not isinstance(target, (int, torch.Tensor)):

@@ -29,7 +29,7 @@ def _target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor,
         for p in model.parameters():
             p.requires_grad_(False)
         with torch.enable_grad():
-            inputs = x.clone().requires_grad_(True)
+            inputs = x.requires_grad_(True)  # check_input's copy
             with forward_mode or contextlib.nullcontext():
                 logits = model(inputs)
             target = resolve_target(target, logits)
@@ -41,7 +41,7 @@ def _target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor,
                 )
             score = logits.gather(1, target.unsqueeze(1)).sum()
             (grad,) = torch.autograd.grad(score, inputs)
-    return x, grad, unbatched
+    return x.detach(), grad, unbatched
 
 
 def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:

@@ -617,7 +617,7 @@ def explain(
         for p in model.parameters():
             p.requires_grad_(False)
         with torch.enable_grad():
-            run = _Run(composite, maxpool, x.clone(memory_format=torch.contiguous_format).requires_grad_())
+            run = _Run(composite, maxpool, x.contiguous().requires_grad_())  # check_input's copy
             relevance, layers = _propagate(model, target, run, return_layers)
     relevance = core.output_like(relevance, x, unbatched)
     if not return_layers:
