@@ -28,8 +28,8 @@ _HOOK_DICTS = (
 )
 
 
-def _describe(value) -> str:
-    """A short description of ``value`` for error messages."""
+def describe(value) -> str:
+    """A short description of ``value`` for error messages: type, and dtype and shape for arrays. Chapter 00."""
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):  # numpy and friends
@@ -41,7 +41,7 @@ def _describe(value) -> str:
 def check_model(model) -> nn.Module:
     """Raise a ``TypeError`` unless ``model`` is a ``torch.nn.Module``. Chapter 00."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {_describe(model)}")
+        raise TypeError(f"model: expected a torch.nn.Module, got {describe(model)}")
     return model
 
 
@@ -72,9 +72,9 @@ def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, boo
     input (an in-place ReLU first). Chapter 00.
     """
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (N, C, L), got {_describe(x)}")
+        raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (N, C, L), got {describe(x)}")
     if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {_describe(x)}")
+        raise TypeError(f"{name}: expected a floating-point tensor, got {describe(x)}")
     per_sample = sample_ndim(model, x)
     if x.ndim == per_sample:
         x, unbatched = x.unsqueeze(0), True
@@ -82,9 +82,9 @@ def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, boo
         unbatched = False
     else:
         layout = {3: "(N, C, H, W) or (C, H, W)", 2: "(N, C, L) or (C, L)"}.get(per_sample, "(N, ...)")
-        raise ValueError(f"{name}: expected a tensor of shape {layout} for this model, got {_describe(x)}")
+        raise ValueError(f"{name}: expected a tensor of shape {layout} for this model, got {describe(x)}")
     if x.numel() == 0:
-        raise ValueError(f"{name}: expected at least one sample with values, got {_describe(x)}")
+        raise ValueError(f"{name}: expected at least one sample with values, got {describe(x)}")
     if not torch.isfinite(torch.stack(torch.aminmax(x))).all():  # NaN or inf reach the min or max; one pass
         raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
     _check_like_parameters(model, x, name)
@@ -96,7 +96,7 @@ def _check_like_parameters(model: nn.Module, x: torch.Tensor, name: str) -> None
     p = next((p for p in model.parameters() if p.is_floating_point()), None)
     if p is not None and (x.dtype, x.device) != (p.dtype, p.device):
         raise TypeError(
-            f"{name}: expected a {p.dtype} tensor on {p.device}, like the model's parameters, got {_describe(x)} on "
+            f"{name}: expected a {p.dtype} tensor on {p.device}, like the model's parameters, got {describe(x)} on "
             f"{x.device}; convert one of them, e.g. x.to(next(model.parameters()))"
         )
 
@@ -116,15 +116,15 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     if target is None:
         return logits.argmax(dim=-1).detach()
     if isinstance(target, bool) or not isinstance(target, (int, torch.Tensor)):
-        raise TypeError(f"target: expected None, an int or a LongTensor of shape ({n},), got {_describe(target)}")
+        raise TypeError(f"target: expected None, an int or a LongTensor of shape ({n},), got {describe(target)}")
     if isinstance(target, int):
         target = torch.full((n,), target, dtype=torch.long, device=logits.device)
     elif target.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"target: expected an integer tensor of shape ({n},), got {_describe(target)}")
+        raise TypeError(f"target: expected an integer tensor of shape ({n},), got {describe(target)}")
     elif target.ndim == 0:
         target = target.expand(n)
     elif target.shape != (n,):
-        raise ValueError(f"target: expected shape ({n},) (one class per sample), got {_describe(target)}")
+        raise ValueError(f"target: expected shape ({n},) (one class per sample), got {describe(target)}")
     target = target.to(device=logits.device, dtype=torch.long)
     bad = (target < 0) | (target >= n_classes)
     if bad.any():
@@ -144,7 +144,7 @@ def output_like(attribution: torch.Tensor, x: torch.Tensor, unbatched: bool) -> 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
     """Raise unless ``value`` is an ``int`` of at least ``minimum``. Chapter 00."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int >= {minimum}, got {_describe(value)}")
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {describe(value)}")
     if value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return value
@@ -154,7 +154,7 @@ def check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -
     """Raise unless ``value`` is a finite real number >= ``minimum`` (> with ``strict``). Chapter 04."""
     relation = ">" if strict else ">="
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name}: expected a finite number {relation} {minimum}, got {_describe(value)}")
+        raise TypeError(f"{name}: expected a finite number {relation} {minimum}, got {describe(value)}")
     if value < minimum or (strict and value == minimum):
         raise ValueError(f"{name}: expected a number {relation} {minimum}, got {value}")
     return float(value)
@@ -163,7 +163,7 @@ def check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -
 def check_seed(seed) -> int:
     """Raise unless ``seed`` is a non-negative ``int``. Chapter 04."""
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected a non-negative int, got {_describe(seed)}")
+        raise TypeError(f"seed: expected a non-negative int, got {describe(seed)}")
     if seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed}")
     return seed

@@ -53,13 +53,13 @@ from torch.overrides import TorchFunctionMode
 from . import data as course_data
 from . import inversion
 from .core import (
-    _describe,
     batch_slices,
     check_input,
     check_model,
     check_number,
     check_positive_int,
     check_seed,
+    describe,
     model_guard,
     output_like,
     predict,
@@ -178,12 +178,12 @@ def unpool(values: torch.Tensor, switches: torch.Tensor, size) -> torch.Tensor:
     as in the gradient of max-pooling. Chapter 07.
     """
     if not isinstance(values, torch.Tensor) or not isinstance(switches, torch.Tensor):
-        raise TypeError(f"values, switches: expected tensors, got {_describe(values)} and {_describe(switches)}")
+        raise TypeError(f"values, switches: expected tensors, got {describe(values)} and {describe(switches)}")
     size = tuple(size)
     if switches.shape != values.shape or size[:2] != tuple(values.shape[:2]):
         raise ValueError(
             f"switches, size: expected switches of the shape of values {tuple(values.shape)} and a size "
-            f"(N, C, ...) = {tuple(values.shape[:2])} + spatial, got {_describe(switches)} and size {size}"
+            f"(N, C, ...) = {tuple(values.shape[:2])} + spatial, got {describe(switches)} and size {size}"
         )
     out = values.new_zeros(*size[:2], math.prod(size[2:]))
     return out.scatter_add_(2, switches.flatten(2), values.flatten(2)).view(size)
@@ -251,7 +251,7 @@ def _chain(model: nn.Module, x: torch.Tensor) -> list[_Layer]:
 def _stop(chain: list[_Layer], model: nn.Module, layer) -> int:
     """The index in ``chain`` of the layer called ``layer`` (a container: its last layer)."""
     if not isinstance(layer, str):
-        raise TypeError(f"layer: expected a module name (str) from model.named_modules(), got {_describe(layer)}")
+        raise TypeError(f"layer: expected a module name (str) from model.named_modules(), got {describe(layer)}")
     names = [step.name for step in chain]
     inside = [i for i, name in enumerate(names) if name == layer or name.startswith(layer + ".")]
     if not layer or not inside or layer not in dict(model.named_modules()):
@@ -332,7 +332,7 @@ def _unravel(flat: torch.Tensor, shape: tuple) -> torch.Tensor:
 
 def _check_channel(channel, a: torch.Tensor) -> int:
     if isinstance(channel, bool) or not isinstance(channel, int):
-        raise TypeError(f"channel: expected an int, got {_describe(channel)}")
+        raise TypeError(f"channel: expected an int, got {describe(channel)}")
     if not 0 <= channel < a.shape[1]:
         raise ValueError(f"channel: expected an int in [0, {a.shape[1] - 1}] (the layer's channels), got {channel}")
     return channel
@@ -350,7 +350,7 @@ def _positions(position, a: torch.Tensor, channel: int) -> torch.Tensor | None:
     if not valid or not all(0 <= i < s for i, s in zip(index, spatial)):
         raise ValueError(
             f"position: expected None, 'max' or a tuple of {len(spatial)} ints within {spatial} (the layer's "
-            f"spatial size), got {_describe(position)}"
+            f"spatial size), got {describe(position)}"
         )
     return torch.tensor(index, device=a.device).expand(len(a), -1)
 
@@ -531,7 +531,7 @@ def target_similarity(method: Callable, model, x, targets=None) -> TargetSimilar
     distinct class indices (default: every class). Chapter 07.
     """
     if not callable(method):
-        raise TypeError(f"method: expected a callable method(model, x, target), got {_describe(method)}")
+        raise TypeError(f"method: expected a callable method(model, x, target), got {describe(method)}")
     check_model(model)
     x, _ = check_input(model, x)
     with model_guard(model):
@@ -542,7 +542,7 @@ def target_similarity(method: Callable, model, x, targets=None) -> TargetSimilar
     if not valid or len(set(targets)) < 2:
         raise ValueError(
             f"targets: expected a list of at least two distinct class indices in [0, {n_classes - 1}], "
-            f"got {_describe(targets)}"
+            f"got {describe(targets)}"
         )
     maps = torch.stack([method(model, x, t) for t in targets])
     signed, magnitude = maps.flatten(2), maps.abs().sum(2).flatten(2)

@@ -64,9 +64,9 @@ def _check_bounds(low, high) -> None:
     """low and high: numbers or tensors, with low < high."""
     for name, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-            raise TypeError(f"{name}: expected a number or a tensor broadcastable to x, got {core._describe(value)}")
+            raise TypeError(f"{name}: expected a number or a tensor broadcastable to x, got {core.describe(value)}")
     if not (torch.as_tensor(low) < torch.as_tensor(high)).all():
-        raise ValueError(f"low, high: expected low < high, got {core._describe(low)} and {core._describe(high)}")
+        raise ValueError(f"low, high: expected low < high, got {core.describe(low)} and {core.describe(high)}")
 
 
 def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
@@ -77,7 +77,7 @@ def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
     Chapter 06.
     """
     if input_rule not in INPUT_RULES:
-        raise ValueError(f"input_rule: expected one of {list(INPUT_RULES)}, got {core._describe(input_rule)}")
+        raise ValueError(f"input_rule: expected one of {list(INPUT_RULES)}, got {core.describe(input_rule)}")
     _check_bounds(low, high)
     first = {"zb": lrp.ZBox(low, high), "w2": lrp.WSquare(), "zplus": None}[input_rule]
     return lrp.Composite(first=first, conv=lrp.ZPlusNoBias(), linear=lrp.ZPlusNoBias(), norm="zplus")
@@ -153,13 +153,13 @@ class TaylorExpansion:
 def _neuron_inputs(x, w, b, rule: str, low, high) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
     """x, w, b as tensors of one dtype, and (low, high) broadcast to x; checked."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 1 or x.numel() == 0:
-        raise TypeError(f"x: expected a non-empty 1-D float tensor (the inputs of one neuron), got {core._describe(x)}")
+        raise TypeError(f"x: expected a non-empty 1-D float tensor (the inputs of one neuron), got {core.describe(x)}")
     if not isinstance(w, torch.Tensor) or w.shape != x.shape:
-        raise ValueError(f"w: expected a tensor of the shape of x {tuple(x.shape)}, got {core._describe(w)}")
+        raise ValueError(f"w: expected a tensor of the shape of x {tuple(x.shape)}, got {core.describe(w)}")
     if isinstance(b, bool) or not isinstance(b, (int, float, torch.Tensor)) or torch.as_tensor(b).numel() != 1:
-        raise TypeError(f"b: expected a number (the neuron's bias), got {core._describe(b)}")
+        raise TypeError(f"b: expected a number (the neuron's bias), got {core.describe(b)}")
     if rule not in DIRECTIONS:
-        raise ValueError(f"rule: expected one of {list(DIRECTIONS)}, got {core._describe(rule)}")
+        raise ValueError(f"rule: expected one of {list(DIRECTIONS)}, got {core.describe(rule)}")
     low, high = (torch.as_tensor(v, dtype=x.dtype).expand_as(x) for v in (low, high))
     if rule == "zb" and ((x < low).any() or (x > high).any()):
         raise ValueError(f"x: expected values within [low, high] for zB, got values in [{x.min():.3g}, {x.max():.3g}]")
@@ -316,19 +316,19 @@ def _check_zero_in_bounds(low, high) -> None:
     if (torch.as_tensor(low) > 0).any() or (torch.as_tensor(high) < 0).any():
         raise ValueError(
             "low, high: the first layer pads with zeros, which input_invariance makes input pixels; expected "
-            f"low <= 0 <= high, got {core._describe(low)} and {core._describe(high)}"
+            f"low <= 0 <= high, got {core.describe(low)} and {core.describe(high)}"
         )
 
 
 def _shift(shift, x: torch.Tensor) -> torch.Tensor:
     """The shift m as a tensor broadcastable to ``x``: one value, or one per channel (images) or feature (vectors)."""
     if isinstance(shift, bool) or not isinstance(shift, (int, float, torch.Tensor)):
-        raise TypeError(f"shift: expected a number or one value per channel, got {core._describe(shift)}")
+        raise TypeError(f"shift: expected a number or one value per channel, got {core.describe(shift)}")
     m = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
     if m.ndim == 0:
         return m.expand(x.shape[1]).reshape(1, -1, *[1] * (x.ndim - 2))
     if m.ndim != 1 or m.numel() != x.shape[1]:
-        raise ValueError(f"shift: expected one value per channel ({x.shape[1]}), got {core._describe(shift)}")
+        raise ValueError(f"shift: expected one value per channel ({x.shape[1]}), got {core.describe(shift)}")
     return m.reshape(1, -1, *[1] * (x.ndim - 2))
 
 

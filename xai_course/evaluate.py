@@ -53,11 +53,11 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .core import (
-    _describe,
     batch_slices,
     check_input,
     check_model,
     check_positive_int,
+    describe,
     model_guard,
     predict,
     resolve_target,
@@ -73,12 +73,12 @@ def _check_attribution(attribution, x: torch.Tensor, name: str = "attribution") 
     """``attribution`` batched like the (batched) ``x``: shape (N, C, *S) or (N, 1, *S), finite floats."""
     expected = f"a float tensor of the shape of x {tuple(x.shape)} (or with 1 channel)"
     if not isinstance(attribution, torch.Tensor) or not attribution.is_floating_point():
-        raise TypeError(f"{name}: expected {expected}, got {_describe(attribution)}")
+        raise TypeError(f"{name}: expected {expected}, got {describe(attribution)}")
     a = attribution.detach()
     if a.ndim == x.ndim - 1:
         a = a.unsqueeze(0)
     if a.ndim != x.ndim or a.shape[0] != x.shape[0] or a.shape[2:] != x.shape[2:] or a.shape[1] not in (1, x.shape[1]):
-        raise ValueError(f"{name}: expected {expected}, got {_describe(attribution)}")
+        raise ValueError(f"{name}: expected {expected}, got {describe(attribution)}")
     if not torch.isfinite(a).all():
         raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
     return a.to(device=x.device, dtype=x.dtype)
@@ -86,7 +86,7 @@ def _check_attribution(attribution, x: torch.Tensor, name: str = "attribution") 
 
 def _check_method(method, name: str = "method") -> Method:
     if not callable(method):
-        raise TypeError(f"{name}: expected a callable method(model, x, target), got {_describe(method)}")
+        raise TypeError(f"{name}: expected a callable method(model, x, target), got {describe(method)}")
     return method
 
 
@@ -153,7 +153,7 @@ def _substrate(x: torch.Tensor, substrate, seed: int | None = None) -> torch.Ten
         noise = torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)
         return x.min() + (x.max() - x.min()) * noise
     options = "a float, 'blur', 'mean'" + (", 'uniform'" if seed is not None else "")
-    raise ValueError(f"substrate: expected {options} or a tensor of shape {tuple(x.shape)}, got {_describe(substrate)}")
+    raise ValueError(f"substrate: expected {options} or a tensor of shape {tuple(x.shape)}, got {describe(substrate)}")
 
 
 # ----------------------------------------------------------------------------- faithfulness
@@ -358,16 +358,16 @@ def _check_mask(mask, shape: torch.Size, name: str = "mask") -> torch.Tensor:
     """``mask`` as a bool tensor (N, *S) for inputs or attributions of ``shape`` (N, C, *S)."""
     expected = (shape[0], *shape[2:])
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != expected:
-        raise ValueError(f"{name}: expected a bool tensor of shape {expected} (one per image), got {_describe(mask)}")
+        raise ValueError(f"{name}: expected a bool tensor of shape {expected} (one per image), got {describe(mask)}")
     if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
-        raise ValueError(f"{name}: expected a bool tensor or values 0 and 1, got {_describe(mask)}")
+        raise ValueError(f"{name}: expected a bool tensor or values 0 and 1, got {describe(mask)}")
     return mask.to(torch.bool)
 
 
 def _pooled(attribution, mask, pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The pooled map (N, P) and the mask (N, P) as bool, after checking both."""
     if not isinstance(attribution, torch.Tensor) or not attribution.is_floating_point() or attribution.ndim < 3:
-        raise TypeError(f"attribution: expected a float tensor (N, C, H, W) or (N, C, L), got {_describe(attribution)}")
+        raise TypeError(f"attribution: expected a float tensor (N, C, H, W) or (N, C, L), got {describe(attribution)}")
     if not torch.isfinite(attribution).all():
         raise ValueError("attribution: expected finite values, got a tensor containing NaN or inf")
     mask = _check_mask(mask, attribution.shape)
@@ -624,7 +624,7 @@ def stability(
     check_model(model)
     x, _ = check_input(model, x)
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) < 2:
-        raise ValueError(f"seeds: expected a sequence of at least two ints, got {_describe(seeds)}")
+        raise ValueError(f"seeds: expected a sequence of at least two ints, got {describe(seeds)}")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise > 0:
         raise ValueError(f"noise: expected a positive float (the radius of the uniform noise), got {noise!r}")
     check_positive_int("n_noise", n_noise)
@@ -684,7 +684,7 @@ def _reference(x: torch.Tensor, reference) -> torch.Tensor | None:
     except ValueError:
         raise ValueError(
             f"reference: expected a float, 'blur', 'mean', a tensor of shape {tuple(x.shape)} or 'zero-output', "
-            f"got {_describe(reference)}"
+            f"got {describe(reference)}"
         ) from None
 
 
@@ -795,7 +795,7 @@ def compare(
     ``seconds_per_image`` is the wall time of one call on all images divided by N. Chapter 00.
     """
     if not isinstance(methods, Mapping) or not all(callable(m) for m in methods.values()):
-        raise TypeError(f"methods: expected a dict name -> method(model, x, target), got {_describe(methods)}")
+        raise TypeError(f"methods: expected a dict name -> method(model, x, target), got {describe(methods)}")
     if "random" in methods:
         raise ValueError("methods: the name 'random' is reserved for the baseline compare adds; rename yours")
     references = dict(references or {})

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import deconvnet, deep_taylor, gradient, lrp, occlusion, shap
-from .core import _describe, check_input, check_model
+from .core import check_input, check_model, describe
 from .evaluate import Scores
 
 ACCESS = ("outputs", "gradients", "layers")  # what a method needs from the model, least first
@@ -164,7 +164,7 @@ def attribution_methods(data: str = "images", names: Sequence[str] | None = None
 
 def _check_choice(name: str, value, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {_describe(value)}")
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {describe(value)}")
 
 
 # ----------------------------------------------------------------------------- the chooser
@@ -200,7 +200,7 @@ def _scores_by_name(scores) -> dict[str, Scores]:
     if scores is None:
         return {}
     if not isinstance(scores, Sequence) or not all(isinstance(row, Scores) for row in scores):
-        raise TypeError(f"scores: expected the rows of evaluate.compare (a list of Scores), got {_describe(scores)}")
+        raise TypeError(f"scores: expected the rows of evaluate.compare (a list of Scores), got {describe(scores)}")
     return {row.method: row for row in scores}
 
 
@@ -282,7 +282,7 @@ def choose(
     _check_choice("data", data, DATA)
     _check_choice("rank_by", rank_by, list(RANK_BY))
     if seconds_per_input is not None and not (isinstance(seconds_per_input, int | float) and seconds_per_input > 0):
-        raise ValueError(f"seconds_per_input: expected a positive number or None, got {_describe(seconds_per_input)}")
+        raise ValueError(f"seconds_per_input: expected a positive number or None, got {describe(seconds_per_input)}")
     measured = _scores_by_name(scores)
     suitable, excluded = [], {}
     for m in METHODS.values():
@@ -351,7 +351,7 @@ def table(
     rows = list(_scores_by_name(scores).values()) if scores else []
     extra = dict(extra or {})
     if not all(isinstance(values, Mapping) for values in extra.values()):
-        raise TypeError(f"extra: expected a dict column -> {{method: value}}, got {_describe(extra)}")
+        raise TypeError(f"extra: expected a dict column -> {{method: value}}, got {describe(extra)}")
     measured = [f for f in _COLUMNS if any(not math.isnan(getattr(row, f)) for row in rows)]
     header = ["method", "needs", "signed", "random", *(_COLUMNS[f] for f in measured), *extra]
 
@@ -399,7 +399,7 @@ def combine(methods: Mapping[str, Callable] | Sequence[Callable]) -> Callable:
     """
     parts = list(methods.values()) if isinstance(methods, Mapping) else list(methods)
     if len(parts) < 2 or not all(callable(p) for p in parts):
-        raise TypeError(f"methods: expected at least two methods method(model, x, target), got {_describe(methods)}")
+        raise TypeError(f"methods: expected at least two methods method(model, x, target), got {describe(methods)}")
 
     def combined(model, x, target=None):
         check_model(model)

@@ -46,13 +46,13 @@ from tqdm.auto import tqdm
 
 from . import data, models
 from .core import (
-    _describe,
     batch_slices,
     check_input,
     check_model,
     check_number,
     check_positive_int,
     check_seed,
+    describe,
     model_guard,
 )
 from .models import _deterministic
@@ -74,7 +74,7 @@ def _check_images(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, b
     """``check_input`` for images (N, C, H, W) whose values lie in the valid pixel range."""
     x, unbatched = check_input(model, x, name)
     if x.ndim != 4:
-        raise ValueError(f"{name}: expected images (N, C, H, W) or (C, H, W), got {_describe(x)}")
+        raise ValueError(f"{name}: expected images (N, C, H, W) or (C, H, W), got {describe(x)}")
     if x.min() < LOW or x.max() > HIGH:
         raise ValueError(
             f"{name}: expected pixel values in [{LOW}, {HIGH}], got values in [{x.min().item():.3g}, "
@@ -87,7 +87,7 @@ def _images_of(data, model: nn.Module, name: str) -> torch.Tensor:
     """The images of ``data``: a float tensor (N, C, H, W) or an object with ``.images`` (``data.Shapes``)."""
     images = getattr(data, "images", data)
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name}: expected images (N, C, H, W) or a data.Shapes batch, got {_describe(data)}")
+        raise TypeError(f"{name}: expected images (N, C, H, W) or a data.Shapes batch, got {describe(data)}")
     return _check_images(model, images, name)[0]
 
 
@@ -111,7 +111,7 @@ def layer_names(model: nn.Module) -> list[str]:
 def submodule(model: nn.Module, layer) -> nn.Module:
     """The sub-module called ``layer``, or a clear error that lists the valid names. Chapter 04."""
     if not isinstance(layer, str):
-        raise TypeError(f"layer: expected a module name (str) from model.named_modules(), got {_describe(layer)}")
+        raise TypeError(f"layer: expected a module name (str) from model.named_modules(), got {describe(layer)}")
     modules = dict(model.named_modules())
     if not layer or layer not in modules:
         raise ValueError(f"layer: expected one of the module names {layer_names(model)}, got {layer!r}")
@@ -130,7 +130,7 @@ def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) 
     except _Captured as captured:
         if not isinstance(captured.output, torch.Tensor):
             raise NotImplementedError(
-                f"layer {layer} ({type(module).__name__}) returns {_describe(captured.output)}; "
+                f"layer {layer} ({type(module).__name__}) returns {describe(captured.output)}; "
                 "supported are layers that return one tensor"
             ) from None
         return captured.output
@@ -204,7 +204,7 @@ def blocks(model, x) -> list[str]:
 
 def _per_image(x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, bool]:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
-        raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (C, H, W), got {_describe(x)}")
+        raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (C, H, W), got {describe(x)}")
     return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
 
 
@@ -250,7 +250,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, win_size: int | None = None, data_
     a, unbatched = _per_image(a, "a")
     b, _ = _per_image(b, "b")
     if a.shape != b.shape:
-        raise ValueError(f"b: expected the shape of a {tuple(a.shape)}, got {_describe(b)}")
+        raise ValueError(f"b: expected the shape of a {tuple(a.shape)}, got {describe(b)}")
     side = min(a.shape[-2:])
     if win_size is None:
         win_size = min(7, side - (side % 2 == 0))
@@ -292,14 +292,14 @@ def region_error(
     reconstruction, unbatched = _per_image(reconstruction, "reconstruction")
     x, _ = _per_image(x)
     if x.shape != reconstruction.shape:
-        raise ValueError(f"x: expected the shape of reconstruction {tuple(reconstruction.shape)}, got {_describe(x)}")
+        raise ValueError(f"x: expected the shape of reconstruction {tuple(reconstruction.shape)}, got {describe(x)}")
     expected = (x.shape[0], *x.shape[-2:])
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask: expected a bool tensor of shape {expected}, got {_describe(mask)}")
+        raise TypeError(f"mask: expected a bool tensor of shape {expected}, got {describe(mask)}")
     if unbatched and mask.ndim == 2:
         mask = mask.unsqueeze(0)
     if mask.shape != expected:
-        raise ValueError(f"mask: expected a bool tensor of shape {expected}, got {_describe(mask)}")
+        raise ValueError(f"mask: expected a bool tensor of shape {expected}, got {describe(mask)}")
     mask = mask.unsqueeze(1).to(x.device)
 
     def errors(guess):
@@ -370,13 +370,13 @@ def _init(init, x: torch.Tensor, seed: int) -> torch.Tensor:
             return start
     raise ValueError(
         f"init: expected 'noise', 'gray' or a float tensor broadcastable to {tuple(x.shape)} with values in "
-        f"[{LOW}, {HIGH}], got {_describe(init)}"
+        f"[{LOW}, {HIGH}], got {describe(init)}"
     )
 
 
 def _check_optimize(steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer) -> None:
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {_describe(optimizer)}")
+        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {describe(optimizer)}")
     check_positive_int("steps", steps)
     check_number("lr", lr, 0.0, strict=True)
     check_number("tv_weight", tv_weight)
@@ -504,7 +504,7 @@ def reconstruct_layers(model, x, layers: Sequence[str] | None = None, *, progres
                 f"pass layers from {layer_names(model)}"
             )
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
-        raise TypeError(f"layers: expected a non-empty list of module names, got {_describe(layers)}")
+        raise TypeError(f"layers: expected a non-empty list of module names, got {describe(layers)}")
     for layer in layers:
         submodule(model, layer)
     tv = kwargs.pop("tv_weight", TV_WEIGHT)
@@ -546,7 +546,7 @@ def many_solutions(model, x, layer: str, *, seeds: int | Sequence[int] = 4, prog
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(check_positive_int("seeds", seeds, 2)))
     if isinstance(seeds, str) or not isinstance(seeds, Sequence) or len(seeds) < 2:
-        raise TypeError(f"seeds: expected an int >= 2 or a list of at least two seeds, got {_describe(seeds)}")
+        raise TypeError(f"seeds: expected an int >= 2 or a list of at least two seeds, got {describe(seeds)}")
     seeds = [check_seed(s) for s in seeds]
     results = [
         optimize(model, x, layer, seed=s, progress=progress, **kwargs)
@@ -712,7 +712,7 @@ def decode(model, decoder: Decoder, x) -> Inversion:
     """Reconstruct ``x`` with a trained decoder: f(phi(x)), with the same errors as ``optimize``. Chapter 04."""
     check_model(model)
     if not isinstance(decoder, Decoder) or decoder.layer is None:
-        raise TypeError(f"decoder: expected a Decoder from train_decoder, got {_describe(decoder)}")
+        raise TypeError(f"decoder: expected a Decoder from train_decoder, got {describe(decoder)}")
     module = submodule(model, decoder.layer)
     x, unbatched = _check_images(model, x)
     with model_guard(model), model_guard(decoder), torch.no_grad():
@@ -740,11 +740,11 @@ def checkerboard(images: torch.Tensor, reference: torch.Tensor | None = None) ->
         reference, _ = _per_image(reference, "reference")
         if reference.shape != images.shape:
             raise ValueError(
-                f"reference: expected the shape of images {tuple(images.shape)}, got {_describe(reference)}"
+                f"reference: expected the shape of images {tuple(images.shape)}, got {describe(reference)}"
             )
         images = images - reference
     if min(images.shape[-2:]) < 3:
-        raise ValueError(f"images: expected images of at least 3 x 3 pixels, got {_describe(images)}")
+        raise ValueError(f"images: expected images of at least 3 x 3 pixels, got {describe(images)}")
     n, c, h, w = images.shape
     x = images.reshape(n * c, 1, h, w)
     hp = torch.tensor([-0.25, 0.5, -0.25], dtype=x.dtype, device=x.device)
@@ -774,7 +774,7 @@ def align(probabilities: torch.Tensor, truncation: int | None = None, c: float =
     Chapter 04.
     """
     if not isinstance(probabilities, torch.Tensor) or not probabilities.is_floating_point() or probabilities.ndim != 2:
-        raise TypeError(f"probabilities: expected a float tensor (N, K), got {_describe(probabilities)}")
+        raise TypeError(f"probabilities: expected a float tensor (N, K), got {describe(probabilities)}")
     k = probabilities.shape[1] if truncation is None else check_positive_int("truncation", truncation)
     if k > probabilities.shape[1]:
         raise ValueError(f"truncation: expected at most the number of classes {probabilities.shape[1]}, got {k}")
@@ -864,7 +864,7 @@ def invert_predictions(model, attack: Attack, x) -> Inversion:
     """Reconstruct ``x`` from the prediction vectors the model releases for it, with a trained attack. Chapter 04."""
     check_model(model)
     if not isinstance(attack, Attack):
-        raise TypeError(f"attack: expected an Attack from train_attack, got {_describe(attack)}")
+        raise TypeError(f"attack: expected an Attack from train_attack, got {describe(attack)}")
     x, unbatched = _check_images(model, x)
     with model_guard(attack), torch.no_grad():
         attack.eval()
@@ -931,7 +931,7 @@ def attack_table(
         if truncations is not None or kwargs:
             raise ValueError("attacks: given trained attacks, pass neither truncations nor training arguments")
         if isinstance(attacks, Attack) or not all(isinstance(a, Attack) for a in attacks) or not attacks:
-            raise TypeError(f"attacks: expected a non-empty list of Attack, got {_describe(attacks)}")
+            raise TypeError(f"attacks: expected a non-empty list of Attack, got {describe(attacks)}")
         trained = {a.truncation or n_classes: a for a in attacks}
         truncations = list(trained)
     elif truncations is None:
@@ -1002,7 +1002,7 @@ def _recipe(name) -> DecoderRecipe | AttackRecipe:
         return ATTACKS[name]
     raise ValueError(
         f"name: expected one of the decoder recipes {sorted(DECODERS)} or attack recipes {sorted(ATTACKS)}, "
-        f"got {_describe(name)}"
+        f"got {describe(name)}"
     )
 
 

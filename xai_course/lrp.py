@@ -300,7 +300,7 @@ class Composite:
     def __post_init__(self):
         object.__setattr__(self, "layers", dict(self.layers or {}))
         if self.norm not in NORM_RULES:
-            raise ValueError(f"norm: expected one of {list(NORM_RULES)}, got {core._describe(self.norm)}")
+            raise ValueError(f"norm: expected one of {list(NORM_RULES)}, got {core.describe(self.norm)}")
 
     def rule_for(self, name: str, module: nn.Module, first: bool) -> Rule | None:
         """The rule for one call of ``module`` (None: no rule, the plain gradient, i.e. LRP-0)."""
@@ -333,7 +333,7 @@ def _composite(composite, low=0.0, high=1.0) -> Composite:
         return composite
     if isinstance(composite, str):
         return Composite.preset(composite, low=low, high=high)
-    raise TypeError(f"composite: expected one of {list(PRESETS)} or a Composite, got {core._describe(composite)}")
+    raise TypeError(f"composite: expected one of {list(PRESETS)} or a Composite, got {core.describe(composite)}")
 
 
 # ----------------------------------------------------------------------------- one layer, explicitly
@@ -392,7 +392,7 @@ def relevance_step(rule: Rule, layer: nn.Module, a: torch.Tensor, relevance: tor
     Returns a tensor of the shape of ``a``. Chapter 01.
     """
     if not isinstance(rule, Rule) or isinstance(rule, Pass):
-        raise TypeError(f"rule: expected a rule for conv and linear layers, e.g. Epsilon(), got {core._describe(rule)}")
+        raise TypeError(f"rule: expected a rule for conv and linear layers, e.g. Epsilon(), got {core.describe(rule)}")
     if not isinstance(layer, WEIGHTED):
         raise NotImplementedError(f"layer: expected one of {_names(WEIGHTED)}, got {type(layer).__name__}")
     leaves: dict = {}
@@ -735,7 +735,7 @@ def _check_composite(model: nn.Module, composite: Composite) -> None:
         raise ValueError(f"composite: layers names {unknown} are not modules of model, e.g. {list(modules)[1:4]}")
     for rule in (composite.first, composite.conv, composite.linear, *composite.layers.values()):
         if rule is not None and not isinstance(rule, Rule):
-            raise TypeError(f"composite: expected Rule objects, got {core._describe(rule)}")
+            raise TypeError(f"composite: expected Rule objects, got {core.describe(rule)}")
     for name, rule in composite.layers.items():
         if isinstance(modules[name], WEIGHTED) == isinstance(rule, Pass):
             raise ValueError(
@@ -778,7 +778,7 @@ def check_model(model, composite: str | Composite = "epsilon_gamma_box", *, maxp
     core.check_model(model)
     composite = _composite(composite)
     if maxpool not in MAXPOOL:
-        raise ValueError(f"maxpool: expected one of {list(MAXPOOL)}, got {core._describe(maxpool)}")
+        raise ValueError(f"maxpool: expected one of {list(MAXPOOL)}, got {core.describe(maxpool)}")
     _check_composite(model, composite)
     modules = dict(model.named_modules())
     calls, functional, untraced = _calls(model)

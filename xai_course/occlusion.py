@@ -45,11 +45,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .core import (
-    _describe,
     batch_slices,
     check_input,
     check_model,
     check_positive_int,
+    describe,
     model_guard,
     output_like,
     predict,
@@ -65,18 +65,18 @@ MASK_CHUNK = 256  # random masks per generator; results do not depend on batch_s
 def _check_spatial(x: torch.Tensor, one_d: bool = False) -> None:
     layout = "(N, C, L)" if one_d else "(N, C, H, W) or (N, C, L)"
     if x.ndim not in ((3,) if one_d else (3, 4)):
-        raise ValueError(f"x: expected inputs {layout} (or one unbatched sample), got {_describe(x)}")
+        raise ValueError(f"x: expected inputs {layout} (or one unbatched sample), got {describe(x)}")
 
 
 def _check_probability(name: str, p) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-        raise ValueError(f"{name}: expected a probability in (0, 1], got {_describe(p)}")
+        raise ValueError(f"{name}: expected a probability in (0, 1], got {describe(p)}")
     return float(p)
 
 
 def _check_float(name: str, value, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name}: expected a finite float, got {_describe(value)}")
+        raise TypeError(f"{name}: expected a finite float, got {describe(value)}")
     if positive and value <= 0:
         raise ValueError(f"{name}: expected a float > 0, got {value}")
     return float(value)
@@ -87,7 +87,7 @@ def _base_seed(seed) -> int:
     if isinstance(seed, torch.Generator):
         return int(torch.randint(2**62, (1,), generator=seed))
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int or a torch.Generator, got {_describe(seed)}")
+        raise ValueError(f"seed: expected a non-negative int or a torch.Generator, got {describe(seed)}")
     return seed
 
 
@@ -103,11 +103,11 @@ def _fill(value, x: torch.Tensor, name: str, allow_constant: bool = True) -> tor
     if isinstance(value, str) and allow_constant:
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        raise TypeError(f"{name}: expected {expected}, got {_describe(value)}")
+        raise TypeError(f"{name}: expected {expected}, got {describe(value)}")
     try:
         filled = value.detach().to(x).expand_as(x)
     except RuntimeError:
-        raise ValueError(f"{name}: expected {expected}, got {_describe(value)}") from None
+        raise ValueError(f"{name}: expected {expected}, got {describe(value)}") from None
     if not torch.isfinite(filled).all():
         raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
     return filled
@@ -325,7 +325,7 @@ def rise_masks(size, n_masks: int, *, grid: int = 8, p: float = 0.5, seed=0, sta
     Soft values in [0, 1]; exactly the masks ``rise`` uses with the same ``seed``. Chapter 03.
     """
     if not isinstance(size, (tuple, list, torch.Size)) or len(size) not in (1, 2):
-        raise TypeError(f"size: expected the spatial size (H, W) or (L,), got {_describe(size)}")
+        raise TypeError(f"size: expected the spatial size (H, W) or (L,), got {describe(size)}")
     size = tuple(check_positive_int("size", n) for n in size)
     check_positive_int("n_masks", n_masks)
     check_positive_int("grid", grid)
@@ -408,7 +408,7 @@ def _check_layer(model: nn.Module, layer) -> nn.Module:
         raise ValueError(f"layer: expected the name of a sub-module of model ({example}), got {layer!r}")
     if isinstance(layer, nn.Module) and any(layer is m for m in model.modules()):
         return layer
-    raise TypeError(f"layer: expected a sub-module of model or its name ({example}), got {_describe(layer)}")
+    raise TypeError(f"layer: expected a sub-module of model or its name ({example}), got {describe(layer)}")
 
 
 def feature_maps(model: nn.Module, x: torch.Tensor, layer, batch_size: int = BATCH_SIZE):
@@ -425,7 +425,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer, batch_size: int = BAT
     if len(captured) != n_calls:
         raise ValueError(f"layer: expected a layer run once per forward pass, got one run {len(captured)} times")
     if not all(isinstance(a, torch.Tensor) and a.ndim == x.ndim for a in captured):
-        raise ValueError(f"layer: expected an output of shape (N, K, *spatial) like x's, got {_describe(captured[0])}")
+        raise ValueError(f"layer: expected an output of shape (N, K, *spatial) like x's, got {describe(captured[0])}")
     return logits, torch.cat(captured)
 
 
@@ -486,7 +486,7 @@ def sidu(
     check_positive_int("batch_size", batch_size)
     threshold, sigma = _check_float("threshold", threshold), _check_float("sigma", sigma, positive=True)
     if not isinstance(relative, bool):
-        raise TypeError(f"relative: expected True or False, got {_describe(relative)}")
+        raise TypeError(f"relative: expected True or False, got {describe(relative)}")
     fill = _fill(value, x, "value")
     logits, features = feature_maps(model, x, layer, batch_size)
     target = resolve_target(target, logits)
@@ -504,7 +504,7 @@ def sidu(
 
 def _check_values(name: str, values, check) -> tuple:
     if isinstance(values, (str, bytes)) or not isinstance(values, (tuple, list)) or not values:
-        raise TypeError(f"{name}: expected a non-empty tuple, got {_describe(values)}")
+        raise TypeError(f"{name}: expected a non-empty tuple, got {describe(values)}")
     return tuple(check(name, v) for v in values)
 
 

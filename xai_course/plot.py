@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from .core import _describe
+from .core import describe
 
 CMAP = "RdBu_r"
 MODES = ("robust", "max", None)
@@ -30,7 +30,7 @@ def _to_numpy(value, name: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().float().numpy()
     elif not isinstance(value, np.ndarray):
-        raise TypeError(f"{name}: expected a torch tensor or numpy array, got {_describe(value)}")
+        raise TypeError(f"{name}: expected a torch tensor or numpy array, got {describe(value)}")
     if value.dtype == bool or not np.issubdtype(value.dtype, np.number):
         raise TypeError(f"{name}: expected numbers, got an array of dtype {value.dtype}")
     value = value.astype(np.float64)
@@ -91,9 +91,9 @@ def _as_batch(images, name: str = "images") -> np.ndarray:
 
 def _check_mode(mode, percentile: float, name: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"{name}: expected 'robust', 'max' or None, got {_describe(mode)}")
+        raise ValueError(f"{name}: expected 'robust', 'max' or None, got {describe(mode)}")
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
-        raise ValueError(f"percentile: expected a number in (0, 100], got {_describe(percentile)}")
+        raise ValueError(f"percentile: expected a number in (0, 100], got {describe(percentile)}")
 
 
 def _scale(r: np.ndarray, mode: str | None, percentile: float) -> np.ndarray:
@@ -388,7 +388,7 @@ def show_images(images, labels=None, masks=None, classes: Sequence[str] | None =
         if masks.shape != pictures.shape[:3]:
             raise ValueError(f"masks: expected shape {pictures.shape[:3]} like images, got {_shape(masks)}")
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols: expected an int >= 1, got {_describe(ncols)}")
+        raise ValueError(f"ncols: expected an int >= 1, got {describe(ncols)}")
     n_cols = min(ncols, n)
     n_rows = -(-n // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.5 * n_cols, 1.7 * n_rows), squeeze=False, layout="constrained")

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import _describe, batch_slices, check_model, check_positive_int, predict
+from .core import batch_slices, check_model, check_positive_int, describe, predict
 from .inversion import layer_output, submodule
 from .occlusion import feature_maps, resize
 
@@ -114,7 +114,7 @@ def _table(data, feature_names=None, categorical=None, classes=None) -> tuple[np
         data = data.features
     rows = np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data, dtype=float)
     if rows.ndim != 2 or rows.shape[0] == 0 or not np.isfinite(rows).all():
-        raise ValueError(f"data: expected a data.loans table or a finite array of rows (N, F), got {_describe(data)}")
+        raise ValueError(f"data: expected a data.loans table or a finite array of rows (N, F), got {describe(data)}")
     names = tuple(feature_names) if feature_names is not None else tuple(f"x{j}" for j in range(rows.shape[1]))
     if len(names) != rows.shape[1]:
         raise ValueError(f"feature_names: expected {rows.shape[1]} names (one per column), got {len(names)}")
@@ -132,7 +132,7 @@ def _table(data, feature_names=None, categorical=None, classes=None) -> tuple[np
 def _row(x, schema: Schema, name: str = "x") -> np.ndarray:
     row = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=float).reshape(-1)
     if row.shape != (len(schema.names),) or not np.isfinite(row).all():
-        raise ValueError(f"{name}: expected one finite row of {len(schema.names)} features, got {_describe(x)}")
+        raise ValueError(f"{name}: expected one finite row of {len(schema.names)} features, got {describe(x)}")
     return row
 
 
@@ -155,7 +155,7 @@ def black_box(model: nn.Module, batch_size: int = 1024) -> Predict:
 def _labels_of(predict: Predict | nn.Module, rows: np.ndarray) -> np.ndarray:
     labels = np.asarray(predict(rows))
     if labels.shape != (rows.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"predict: expected integer labels of shape ({rows.shape[0]},), got {_describe(labels)}")
+        raise ValueError(f"predict: expected integer labels of shape ({rows.shape[0]},), got {describe(labels)}")
     return labels
 
 
@@ -163,7 +163,7 @@ def _as_predict(predict) -> Predict:
     if isinstance(predict, nn.Module):
         return black_box(predict)
     if not callable(predict):
-        raise TypeError(f"predict: expected a function rows -> labels or a torch.nn.Module, got {_describe(predict)}")
+        raise TypeError(f"predict: expected a function rows -> labels or a torch.nn.Module, got {describe(predict)}")
     return predict
 
 
@@ -636,7 +636,7 @@ def lore(
     check_positive_int("n_neighbors", n_neighbors, 2)
     check_positive_int("generations", generations, 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {_describe(seed)}")
+        raise ValueError(f"seed: expected a non-negative int, got {describe(seed)}")
     predict = _as_predict(predict)
     rows, schema = _table(data, feature_names, categorical, classes)
     x = _row(x, schema)
@@ -731,7 +731,7 @@ def granules(values, feature: str = "x", *, words: Sequence[str] | int = 3, cent
     values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=float).reshape(-1)
     if not words or values.size == 0 or not np.isfinite(values).all():
         raise ValueError(
-            f"values, words: expected finite values and at least one word, got {_describe(values)}, {words}"
+            f"values, words: expected finite values and at least one word, got {describe(values)}, {words}"
         )
     if centres is None:
         centres = np.quantile(values, np.linspace(0.05, 0.95, len(words))) if len(words) > 1 else [np.median(values)]
@@ -966,7 +966,7 @@ def concept_activations(model: nn.Module, x: torch.Tensor, *, layer="features", 
     """
     logits, maps = feature_maps(model, x, layer, batch_size)
     if maps.ndim != 4:
-        raise ValueError(f"layer: expected a convolutional layer with outputs (N, C, h, w), got {_describe(maps)}")
+        raise ValueError(f"layer: expected a convolutional layer with outputs (N, C, h, w), got {describe(maps)}")
     return logits.argmax(1), maps, maps.amax((2, 3))
 
 
@@ -984,10 +984,10 @@ def dissect(
     label of its best class if that IoU reaches ``min_iou`` (Bau et al.'s 0.04). Chapter 05.
     """
     if not (hasattr(data, "masks") and hasattr(data, "labels") and hasattr(data, "classes")):
-        raise TypeError(f"data: expected a data.shapes batch with masks, labels and classes, got {_describe(data)}")
+        raise TypeError(f"data: expected a data.shapes batch with masks, labels and classes, got {describe(data)}")
     if not (isinstance(maps, torch.Tensor) and maps.ndim == 4 and maps.shape[0] == len(data.labels)):
         raise ValueError(
-            f"maps: expected activations ({len(data.labels)}, C, h, w), one per image, got {_describe(maps)}"
+            f"maps: expected activations ({len(data.labels)}, C, h, w), one per image, got {describe(maps)}"
         )
     if not 0 < quantile < 1:
         raise ValueError(f"quantile: expected a number in (0, 1), got {quantile!r}")
@@ -1031,9 +1031,9 @@ def concept_rules(
     other images with ``Surrogate.score``. Chapter 05.
     """
     if not (isinstance(pooled, torch.Tensor) and pooled.ndim == 2):
-        raise TypeError(f"pooled: expected a tensor (N, C) of pooled activations, got {_describe(pooled)}")
+        raise TypeError(f"pooled: expected a tensor (N, C) of pooled activations, got {describe(pooled)}")
     if not (isinstance(labels, torch.Tensor) and labels.shape == (pooled.shape[0],)):
-        raise ValueError(f"labels: expected one label per row ({pooled.shape[0]},), got {_describe(labels)}")
+        raise ValueError(f"labels: expected one label per row ({pooled.shape[0]},), got {describe(labels)}")
     names = tuple(names) if names is not None else tuple(f"concept {j}" for j in range(pooled.shape[1]))
     if len(names) != pooled.shape[1]:
         raise ValueError(f"names: expected {pooled.shape[1]} names (one per filter), got {len(names)}")
@@ -1120,9 +1120,9 @@ def fit_fuzzy_head(
     for ``seed``. Chapter 05.
     """
     if not (isinstance(z, torch.Tensor) and z.is_floating_point() and z.ndim == 2):
-        raise TypeError(f"z: expected a float tensor (N, D), got {_describe(z)}")
+        raise TypeError(f"z: expected a float tensor (N, D), got {describe(z)}")
     if not (isinstance(labels, torch.Tensor) and labels.shape == (z.shape[0],) and not labels.is_floating_point()):
-        raise TypeError(f"labels: expected an integer tensor ({z.shape[0]},), got {_describe(labels)}")
+        raise TypeError(f"labels: expected an integer tensor ({z.shape[0]},), got {describe(labels)}")
     n_classes = int(labels.max()) + 1
     head = FuzzyHead(z.shape[1], n_classes, rules_per_class)
     g = torch.Generator().manual_seed(seed)

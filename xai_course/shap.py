@@ -34,11 +34,11 @@ from skimage.segmentation import slic
 from torch import nn
 
 from .core import (
-    _describe,
     batch_slices,
     check_input,
     check_model,
     check_positive_int,
+    describe,
     model_guard,
     output_like,
     predict,
@@ -62,7 +62,7 @@ def superpixels(x: torch.Tensor, *, n_segments: int = 16, method: str = "slic") 
     """
     check_positive_int("n_segments", n_segments)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
-        raise TypeError(f"x: expected a float tensor (N, C, H, W) or (C, H, W), got {_describe(x)}")
+        raise TypeError(f"x: expected a float tensor (N, C, H, W) or (C, H, W), got {describe(x)}")
     unbatched = x.ndim == 3
     images = x.detach().cpu().unsqueeze(0) if unbatched else x.detach().cpu()
     if method == "slic":
@@ -101,11 +101,11 @@ def _check_segments(segments, x: torch.Tensor) -> list[torch.Tensor]:
         segments = torch.from_numpy(segments)
     expected = f"an integer label map ({h}, {w}) or ({n}, {h}, {w}) (e.g. from superpixels)"
     if not isinstance(segments, torch.Tensor) or segments.is_floating_point() or segments.is_complex():
-        raise TypeError(f"segments: expected {expected}, got {_describe(segments)}")
+        raise TypeError(f"segments: expected {expected}, got {describe(segments)}")
     if segments.shape == (h, w):
         segments = segments.expand(n, h, w)
     if segments.shape != (n, h, w):
-        raise ValueError(f"segments: expected {expected}, got {_describe(segments)}")
+        raise ValueError(f"segments: expected {expected}, got {describe(segments)}")
     return [_relabel(s.to(x.device).long()) for s in segments]
 
 
@@ -124,7 +124,7 @@ def _baseline(baseline, x: torch.Tensor) -> torch.Tensor:
             pass
     raise ValueError(
         f"baseline: expected 'mean', 'blur', a float or a float tensor broadcastable to {tuple(x.shape)}, "
-        f"got {_describe(baseline)}"
+        f"got {describe(baseline)}"
     )
 
 
@@ -165,7 +165,7 @@ def _explain(model, x, target, segments, baseline, batch_size, shapley: Callable
     check_positive_int("batch_size", batch_size)
     x, unbatched = check_input(model, x)
     if x.ndim != 4:
-        raise ValueError(f"x: expected images (N, C, H, W) or (C, H, W) to cut into segments, got {_describe(x)}")
+        raise ValueError(f"x: expected images (N, C, H, W) or (C, H, W) to cut into segments, got {describe(x)}")
     players = _check_segments(segments, x)
     x_bar = _baseline(baseline, x)
     with model_guard(model), torch.no_grad():
@@ -357,7 +357,7 @@ def kernel(
     """
     check_positive_int("n_samples", n_samples)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {_describe(seed)}")
+        raise ValueError(f"seed: expected a non-negative int, got {describe(seed)}")
     return _explain(model, x, target, segments, baseline, batch_size, _kernel_shap(n_samples, seed), return_values)
 
 
@@ -498,7 +498,7 @@ def deep(model: nn.Module, x: torch.Tensor, target=None, *, background: torch.Te
     x, unbatched = check_input(model, x)
     background, _ = check_input(model, background, "background")
     if background.shape[1:] != x.shape[1:]:
-        raise ValueError(f"background: expected rows of shape {tuple(x.shape[1:])}, got {_describe(background)}")
+        raise ValueError(f"background: expected rows of shape {tuple(x.shape[1:])}, got {describe(background)}")
     nonlinear = _check_deep_modules(model)
     background = background.to(x)
     with model_guard(model):

@@ -28,7 +28,7 @@ from IPython.display import Image, clear_output, display
 from matplotlib.figure import Figure
 
 from . import plot
-from .core import _describe, check_positive_int
+from .core import check_positive_int, describe
 
 
 def _png(fig: Figure) -> Image:
@@ -66,7 +66,7 @@ def _control(name: str, spec, default) -> widgets.ValueWidget:
         return control
     raise TypeError(
         f"{name}: expected an ipywidgets widget, a (min, max, step) tuple, a non-empty list or a bool, "
-        f"got {_describe(spec)}"
+        f"got {describe(spec)}"
     )
 
 
@@ -134,7 +134,7 @@ class Explorer(widgets.VBox):
             return str(result)
         raise TypeError(
             f"callback: expected it to return a matplotlib Figure, an array or tensor, a string or a number, "
-            f"got {_describe(result)}"
+            f"got {describe(result)}"
         )
 
     def _show(self, result) -> None:
@@ -179,7 +179,7 @@ def explorer(callback: Callable, images=None, *, cache_size: int = 32, **paramet
     at once, so an error in the callback surfaces when the notebook runs. Chapter 00.
     """
     if not callable(callback):
-        raise TypeError(f"callback: expected a function, got {_describe(callback)}")
+        raise TypeError(f"callback: expected a function, got {describe(callback)}")
     check_positive_int("cache_size", cache_size)
     signature = inspect.signature(callback).parameters
     defaults = {name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
@@ -188,7 +188,7 @@ def explorer(callback: Callable, images=None, *, cache_size: int = 32, **paramet
         if "image" in parameter_widgets:
             raise ValueError("image: given both as images and as a parameter widget; pass only one")
         if not isinstance(images, (torch.Tensor, np.ndarray)) or images.ndim != 4 or len(images) == 0:
-            raise ValueError(f"images: expected a tensor (N, 3, H, W) with N >= 1, got {_describe(images)}")
+            raise ValueError(f"images: expected a tensor (N, 3, H, W) with N >= 1, got {describe(images)}")
         controls["image"] = widgets.IntSlider(
             min=0, max=len(images) - 1, value=0, description="image", continuous_update=False
         )
