@@ -30,11 +30,10 @@ Deconvolutional (transposed-convolution) layers also upsample images, as in supe
 uneven overlap makes checkerboard artifacts (Odena, Dumoulin & Olah 2016); ``train_upsampler`` shows both
 effects, and ``inversion.checkerboard`` measures the artifacts.
 
-Speed (``python benchmarks/deconvnet_speed.py``: 32 course images, ShapesCNN, 1 thread on a shared 2-core
-machine, median of 9 to 21): the same forward and backward pass as Captum's hooks, op for op, so the time
-ratio to Captum is 1 within the machine's noise: 0.88 to 0.99 for ``deconvnet`` (its ReLU backward is one
-operation, Captum's two) and 0.92 to 1.07 for ``guided_backprop`` over seven runs. The fixed cost per call is
-about 1 ms more than Captum's (``model_guard``, input checks, the function mode). Introduced in chapter 07.
+Speed (``python benchmarks/deconvnet_speed.py``: 32 course images, ShapesCNN, median of 21): the same forward
+and backward pass as Captum's hooks, op for op, so the time ratio to Captum is close to 1: 0.94 to 0.96 for
+``deconvnet`` (its ReLU backward is one operation, Captum's two) and 0.96 to 1.00 for ``guided_backprop`` over
+five runs with one and two threads. Introduced in chapter 07.
 """
 
 from __future__ import annotations
