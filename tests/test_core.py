@@ -173,6 +173,7 @@ def test_check_number_and_check_seed():
 @pytest.mark.parametrize("env, n, expected", [(None, 2, 2), ("1", 2, 1), ("4", 2, 2), ("3", 1, 1), ("", 2, 2)])
 def test_set_threads_caps_by_omp_num_threads(monkeypatch, env, n, expected):
     before = torch.get_num_threads()
+    monkeypatch.setattr(core, "available_cpus", lambda: 8)
     if env is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
@@ -213,3 +214,31 @@ def test_a_model_that_writes_into_its_input_leaves_the_callers_x_alone():
     shap.kernel(model, x, segments=segments, n_samples=8)
     occlusion.sliding_window(model, x, window=4, stride=4)
     assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"cpu.max": "100000 100000\n"}, 1),  # cgroup v2, one CPU (Binder)
+        ({"cpu.max": "max 100000\n"}, 2),  # v2 without a quota
+        ({"cpu/cpu.cfs_quota_us": "150000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # v1, 1.5 CPUs
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2),  # v1 without a quota
+        ({}, 2),  # no cgroup files
+    ],
+)
+def test_available_cpus_reads_the_cgroup_quota(tmp_path, monkeypatch, files, expected):
+    monkeypatch.setattr(core.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert core.available_cpus(str(tmp_path)) == expected
+
+
+def test_set_threads_never_uses_more_threads_than_cpus(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(core, "available_cpus", lambda: 1)
+    try:
+        assert core.set_threads(2) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -176,13 +176,38 @@ def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, n))
 
 
-def set_threads(n: int = 2) -> int:
-    """Let torch use ``n`` CPU threads, or ``OMP_NUM_THREADS`` if that is smaller; returns the number set.
+def available_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use: its CPU affinity, capped by a cgroup CPU quota (Docker, Binder). Chapter 00."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cpu_quota(cgroup)
+    return n if quota is None else max(1, min(n, int(quota)))
 
-    The course's budgets are measured with 2 threads. ``make test`` sets ``OMP_NUM_THREADS=1`` so that
-    two notebooks run side by side on two cores without fighting over them. Chapter 00.
+
+def _cpu_quota(cgroup: str) -> float | None:
+    """quota / period of cgroup v2 (``cpu.max``) or v1 (``cpu/cpu.cfs_quota_us``); None where there is no quota."""
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            with open(os.path.join(cgroup, quota_file)) as f:
+                words = f.read().split()
+            if period_file is not None:
+                with open(os.path.join(cgroup, period_file)) as f:
+                    words += f.read().split()
+        except OSError:
+            continue
+        quota, period = words[:2]
+        return None if quota in ("max", "-1") else int(quota) / int(period)
+    return None
+
+
+def set_threads(n: int = 2) -> int:
+    """Let torch use ``n`` CPU threads, fewer if the process may use fewer CPUs or ``OMP_NUM_THREADS`` is smaller.
+
+    Returns the number set. The course's budgets are measured with 2 threads. More threads than CPUs
+    (Binder gives one) make every small operation wait for the scheduler. ``make test`` sets
+    ``OMP_NUM_THREADS=1`` so that two notebooks run side by side on two cores. Chapter 00.
     """
     check_positive_int("n", n)
+    n = min(n, available_cpus())
     limit = os.environ.get("OMP_NUM_THREADS", "").strip()
     if limit.isdigit() and int(limit) > 0:
         n = min(n, int(limit))
