@@ -292,3 +292,18 @@ def test_loans_is_deterministic_and_prefix_stable():
 def test_loans_bad_input(kwargs, error, name):
     with pytest.raises(error, match=f"{name}:"):
         data.loans(**kwargs)
+
+
+def test_occlude_seed_and_values_and_loan_decision_inputs():
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="seed:"):
+        data.occlude(x, seed=-1)
+    with pytest.raises(TypeError, match="seed:"):
+        data.occlude(x, seed=1.5)
+    with pytest.raises(ValueError, match="values:"):
+        data.occlude(x, values=float("nan"))
+    rows = data.loans(5, seed=2).features
+    assert data.loan_decision(rows[0]).item() == _deny_by_loop(rows[0])
+    assert torch.equal(data.loan_decision(rows.numpy()), data.loan_decision(rows))
+    with pytest.raises(ValueError, match="features:"):
+        data.loan_decision(rows[:, :3])

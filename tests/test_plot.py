@@ -127,3 +127,35 @@ def test_show_images_with_masks():
     assert all(len(ax.collections) == 2 for ax in fig.axes[:5])  # two outline strokes each
     with pytest.raises(ValueError, match="masks"):
         plot.show_images(images, masks=masks[:2])
+
+
+def test_odd_inputs_get_errors_that_name_the_argument():
+    with pytest.raises(ValueError, match="attribution"):
+        plot.heatmap(torch.zeros(0, 4))
+    with pytest.raises(TypeError, match="ax"):
+        plot.heatmap(torch.zeros(4, 4), ax="left")
+    with pytest.raises(ValueError, match="alpha"):
+        plot.series(torch.zeros(5), torch.zeros(5), alpha=2)
+    with pytest.raises(TypeError, match="maps"):
+        plot.grid(torch.rand(2, 3, 4, 4), [torch.zeros(2, 4, 4)])
+    with pytest.raises(ValueError, match="images"):
+        plot.grid(torch.rand(0, 3, 4, 4))
+    with pytest.raises(ValueError, match="ys"):
+        plot.curve(np.linspace(0, 1, 5), [np.ones(5), np.ones(4)])
+    with pytest.raises(ValueError, match="ys"):
+        plot.curve(np.linspace(0, 1, 5), [])
+    with pytest.raises(ValueError, match="labels"):
+        plot.show_images(torch.rand(3, 3, 4, 4), [0, 1, -1], classes=["a", "b", "c"])  # not classes[-1]
+    with pytest.raises(TypeError, match="labels"):
+        plot.show_images(torch.rand(2, 3, 4, 4), [0.5, 1.0])
+    with pytest.raises(ValueError, match="masks"):
+        plot.show_images(torch.rand(2, 3, 4, 4), masks=torch.rand(2, 4, 4))  # not thresholded at 0
+
+
+def test_odd_shapes_and_a_large_float64_map():
+    shown = plot.heatmap(torch.full((2, 3), 1e300, dtype=torch.float64) * torch.tensor([[1, -1, 0.5]] * 2).double())
+    np.testing.assert_allclose(shown.get_array(), [[1, -1, 0.5]] * 2)  # float32 would have made it inf
+    shown = plot.heatmap(np.random.rand(1, 5, 9), image=torch.rand(1, 1, 5, 9))
+    assert np.asarray(shown.get_array()).shape == (5, 9)
+    fig = plot.show_images(torch.rand(1, 1, 5, 9), torch.tensor([1]), np.ones((1, 5, 9)), classes=["a", "b"])
+    assert fig.axes[0].get_title() == "b"

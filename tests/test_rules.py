@@ -1,5 +1,6 @@
 """rules: rules as data, trees and their paths, LORE, surrogate trees, fuzzy sets and rules, rules for a CNN."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -384,3 +385,190 @@ def test_cnn_concept_rules_and_fuzzy_head_mimic_the_cnn():
     again = rules.fit_fuzzy_head(pooled, train.labels, rules_per_class=2, steps=150)
     assert torch.equal(again.centres, head.centres)
     assert_unchanged(before, cnn)
+
+
+# ----------------------------------------------------------------------------- other models, tables and CNNs
+
+
+def _tabular_net(n_features=3, n_classes=2):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(n_features, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, n_classes)
+    ).train()  # fmt: skip
+
+
+def test_black_box_runs_the_model_in_eval_mode_and_leaves_it_as_it_was():
+    net, rows = _tabular_net(n_classes=4), np.random.default_rng(0).normal(size=(40, 3))
+    before, black_box = state_of(net), rules.black_box(net)
+    labels = black_box(rows)
+    assert_unchanged(before, net)  # BatchNorm statistics, train flags
+    reference = copy.deepcopy(net).eval()
+    expected = [int(reference(torch.tensor(row, dtype=torch.float32)[None]).argmax()) for row in rows]
+    assert labels.tolist() == expected and np.array_equal(black_box(rows), labels)  # no Dropout
+    assert black_box(rows[0]) == expected[0]  # one row, one label
+    with pytest.raises(ValueError, match="rows:"):
+        black_box(np.zeros((2, 5)))
+    assert_unchanged(before, net)
+    with pytest.raises(ValueError, match="model:"):
+        rules.black_box(nn.Sequential(nn.Linear(3, 1), nn.Flatten(0)))(rows)
+
+
+def test_black_box_labels_may_be_bools_or_whole_floats_but_not_negative(loans):
+    by_int = rules.surrogate_tree(_true_rule, loans, max_depth=2)
+    by_bool = rules.surrogate_tree(lambda r: _true_rule(r).astype(bool), loans, max_depth=2)
+    by_float = rules.surrogate_tree(lambda r: _true_rule(r).astype(float), loans, max_depth=2)
+    assert [str(r) for r in by_bool.rules] == [str(r) for r in by_float.rules] == [str(r) for r in by_int.rules]
+    with pytest.raises(ValueError, match="predict:"):
+        rules.surrogate_tree(lambda r: 2 * _true_rule(r) - 1, loans)  # -1 would name outcome classes[-1]
+    with pytest.raises(ValueError, match="predict:"):
+        rules.surrogate_tree(lambda r: _true_rule(r) + 0.5, loans)
+
+
+def _check_counterfactuals(e, black_box):
+    y = black_box(e.x[None])[0]
+    assert e.rule.holds(e.x)[0] and e.fidelity == np.mean(
+        e.surrogate.predict(e.neighbourhood) == e.neighbourhood_labels
+    )
+    for rule, row in zip(e.counterfactuals, e.counterfactual_rows):
+        assert black_box(row[None])[0] != y and rule.holds(row)[0] and np.array_equal(rule.apply(e.x), row)
+
+
+def test_lore_on_one_feature_on_categories_only_and_on_a_model_in_training_mode():
+    rng = np.random.default_rng(1)
+    one = rng.normal(size=(200, 1))
+    threshold = lambda r: (np.asarray(r)[:, 0] > 0.3).astype(int)
+    e = rules.lore(threshold, one[0], one, n_neighbors=100)
+    assert e.counterfactuals and e.hit
+    _check_counterfactuals(e, threshold)
+    codes = {"a": ("p", "q", "r"), "b": tuple("vwxyz")}
+    table = np.column_stack([rng.integers(3, size=300), rng.integers(5, size=300)]).astype(float)
+    either = lambda r: ((np.asarray(r)[:, 0] == 1) | (np.asarray(r)[:, 1] >= 3)).astype(int)
+    for i in range(3):
+        e = rules.lore(either, table[i], table, n_neighbors=100, seed=i, feature_names=("a", "b"), categorical=codes)
+        _check_counterfactuals(e, either)
+    with pytest.raises(ValueError, match="x: column 'a'"):
+        rules.lore(either, [7.0, 1.0], table, n_neighbors=20, feature_names=("a", "b"), categorical=codes)
+    net = _tabular_net()
+    before = state_of(net)
+    first, again = (rules.lore(net, one[0].repeat(3), np.tile(one, 3), n_neighbors=60, seed=3) for _ in range(2))
+    assert str(first) == str(again) and np.array_equal(first.neighbourhood, again.neighbourhood)
+    assert_unchanged(before, net)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [({"seed": -1}, ValueError, "seed:"), ({"seed": 1.5}, TypeError, "seed:"), ({"data": "rows"}, TypeError, "data:"),
+     ({"feature_names": "abc"}, TypeError, "feature_names:"), ({"categorical": ["x0"]}, TypeError, "categorical:"),
+     ({"feature_names": ("a", "a", "b")}, ValueError, "feature_names:")],
+)  # fmt: skip
+def test_surrogate_tree_bad_input(kwargs, error, name):
+    arguments = {"predict": lambda r: (np.asarray(r)[:, 0] > 0).astype(int), "data": np.eye(3), **kwargs}
+    with pytest.raises(error, match=name):
+        rules.surrogate_tree(**arguments)
+
+
+def test_conditions_and_moves_refuse_what_they_cannot_mean():
+    with pytest.raises(ValueError, match="op:"):
+        _c("x0", 0, "<", 3)  # would have been read as !=
+    with pytest.raises(ValueError, match="op:"):
+        _c("job", 1, "<=", 2, JOB)
+    with pytest.raises(ValueError, match="value:"):
+        _c("job", 1, "=", 7, JOB)
+    empty = rules.Rule((_c("x0", 0, ">", 3), _c("x0", 0, "<=", 1)), "deny")
+    with pytest.raises(ValueError, match="rule:"):
+        empty.apply([2.0, 0.0])  # no value satisfies it: no row that falsifies it is returned
+    narrow = rules.Rule((_c("x0", 0, ">", 3), _c("x0", 0, "<=", 3.5)), "deny")
+    np.testing.assert_array_equal(narrow.apply([0.0, 0.0], margin=0.25), [3.25, 0.0])
+    for margin in (1.0, -1.0, [1.0, 2.0, 3.0]):
+        with pytest.raises(ValueError, match="rule:|margin:"):
+            narrow.apply([0.0, 0.0], margin=margin)
+    s = rules.surrogate_tree(lambda r: (np.asarray(r)[:, 0] > 0).astype(int), np.eye(3))
+    with pytest.raises(ValueError, match="labels:"):
+        s.score(np.eye(3), [1])
+
+
+def test_granules_and_fuzzy_rules_of_constant_duplicated_and_inseparable_features():
+    g = rules.granules(np.full(10, 5.0))
+    assert g.centres == (4.5, 5.0, 5.5) and g.word(5.0) == "MEDIUM"
+    rng = np.random.default_rng(2)
+    rows = np.column_stack([rng.uniform(0, 10, 200), np.full(200, 3.0)])
+    above = lambda r: (np.asarray(r)[:, 0] > 6).astype(int)
+    base = rules.fuzzy_rules(above, rows)
+    assert base.fidelity >= 0.9 and all(base.variables[1].words[w] == "MEDIUM" for r in base.rules for w in r.words[1:])
+    with pytest.raises(ValueError, match="features:"):
+        rules.fuzzy_rules(above, rows, features=["x0", "x0"])
+    with pytest.raises(ValueError, match="features, words:"):
+        rules.fuzzy_rules(lambda r: np.arange(len(r)) % 2, np.array([[0.0], [0.0], [1.0], [1.0]]))
+    with pytest.raises(TypeError, match="words:"):
+        rules.granules(rows[:, 0], words="LOW")
+    with pytest.raises(ValueError, match="x:"):
+        base.explain(rows[:2])
+
+
+def test_fuzzy_graph_keeps_the_shape_of_its_input_and_refuses_a_non_finite_f():
+    graph = rules.fuzzy_graph(lambda v: np.asarray(v) ** 2, 0.0, 1.0)
+    grid = np.linspace(0, 1, 12).reshape(3, 4)
+    np.testing.assert_allclose(graph(grid), [[graph(v)[()] for v in row] for row in grid])
+    assert graph(grid).shape == (3, 4) and np.shape(graph(0.5)) == ()
+    assert rules.fuzzy_graph(lambda v: 2.0, 0.0, 1.0).rules[0] == "IF x is VERY LOW THEN y is about 2"
+    with pytest.raises(ValueError, match="f:"):
+        rules.fuzzy_graph(lambda v: np.where(np.asarray(v) > 0.5, np.inf, 0.0), 0.0, 1.0)
+
+
+class _OtherCNN(nn.Module):
+    """Not the course's CNN: one input channel, a container block with BatchNorm and an in-place ReLU."""
+
+    def __init__(self, conv=nn.Conv2d, pool=nn.AdaptiveAvgPool2d):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(conv(1, 6, 3, padding=1), nn.ReLU(inplace=True))
+        self.block = nn.Sequential(
+            conv(6, 5, 3, padding=1), nn.BatchNorm2d(5) if conv is nn.Conv2d else nn.BatchNorm1d(5)
+        )
+        self.head = nn.Sequential(nn.ReLU(), pool(1), nn.Flatten(), nn.Linear(5, 3))
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)))
+
+
+def test_concept_rules_and_fuzzy_cnn_on_other_cnns():
+    shapes = data.shapes(24, seed=4)
+    cnn = _OtherCNN().train()
+    before = state_of(cnn)
+    labels, maps, pooled = rules.concept_activations(cnn, shapes.images.mean(1, keepdim=True), layer="block")
+    assert maps.shape == (24, 5, 64, 64) and torch.equal(pooled, maps.amax((2, 3)))
+    tree = rules.concept_rules(pooled, labels, max_depth=None)
+    assert tree.fidelity == 1.0
+    lopsided = torch.tensor([1] * 23 + [2])  # class 0 has no rows, class 2 one row for two rules
+    head = rules.fit_fuzzy_head(pooled.double(), lopsided, rules_per_class=2, steps=20)
+    assert head.centres.dtype == torch.float64 and torch.isfinite(head.centres).all()
+    fuzzy = rules.FuzzyCNN(cnn, head.float(), layer=cnn.block)  # a sub-module, not its name
+    fuzzy.train()
+    assert not fuzzy.cnn.training and fuzzy.head.training
+    torch.testing.assert_close(fuzzy(shapes.images[:3].mean(1, keepdim=True)), head.float()(pooled[:3]))
+    assert_unchanged(before, cnn)
+    with pytest.raises(ValueError, match="head:"):
+        rules.FuzzyCNN(cnn, rules.FuzzyHead(7, 3), layer="block")(shapes.images[:2].mean(1, keepdim=True))
+    with pytest.raises(TypeError, match="labels:"):
+        rules.concept_rules(pooled, labels.float())
+    with pytest.raises(ValueError, match="pooled:"):
+        rules.concept_rules(pooled * float("nan"), labels)
+
+
+def test_dissect_and_fuzzy_cnn_on_a_1d_cnn_against_an_explicit_count():
+    series = data.timeseries(12, seed=2)
+    cnn = _OtherCNN(nn.Conv1d, nn.AdaptiveAvgPool1d).eval()
+    labels, maps, pooled = rules.concept_activations(cnn, series.series, layer="block")
+    concepts = rules.dissect(maps, series, quantile=0.8, batch_size=5)
+    for c in range(5):
+        threshold = torch.quantile(maps[:, c].flatten(), 0.8)
+        for k in range(4):
+            on = [resize(maps[n, c][None], (128,))[0] > threshold for n in range(12)]
+            truth = [series.masks[n] & (series.labels[n] == k) for n in range(12)]
+            inter, union = (
+                sum(int((a & b).sum()) for a, b in zip(on, truth)),
+                sum(int((a | b).sum()) for a, b in zip(on, truth)),
+            )
+            assert concepts.iou[c, k].item() == pytest.approx(inter / union, abs=1e-6)
+    head = rules.fit_fuzzy_head(pooled, labels, steps=5)
+    torch.testing.assert_close(rules.FuzzyCNN(cnn, head, layer="block")(series.series), head(pooled))

@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import ipywidgets as widgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from IPython.display import Image  # noqa: E402
@@ -90,3 +91,14 @@ def test_callback_errors_propagate():
         xw.explorer(broken, size=(2, 3, 1))
     with pytest.raises(TypeError, match="callback"):
         xw.explorer(lambda: None)
+
+
+def test_controls_and_callback_parameters_are_checked():
+    with pytest.raises(ValueError, match="size"):
+        xw.explorer(lambda size: "x", size=(5, 1, 1))
+    with pytest.raises(ValueError, match="size"):
+        xw.explorer(lambda size: "x", size=(1, 5, 0))
+    with pytest.raises(TypeError, match="callback"):
+        xw.explorer(lambda image=0: "x", torch.rand(2, 3, 4, 4), size=(1, 5, 1))  # no parameter size
+    box = xw.explorer(lambda **params: torch.tensor(0.5), k=(np.int64(1), np.int64(3), np.int64(1)))
+    assert isinstance(box.controls["k"], widgets.IntSlider) and box.render() == "0.5"

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import check_positive_int
+from .core import check_positive_int, check_seed
 
 CLASSES = ("circle", "square", "triangle", "cross")
 SIZE = 64
@@ -391,9 +391,9 @@ def occlude(
         )
     if isinstance(values, (int, float)):
         values = (values,)
-    if not isinstance(values, (tuple, list)) or not values or not all(isinstance(v, (int, float)) for v in values):
-        raise ValueError(f"values: expected a float or a non-empty sequence of floats, got {values!r}")
-    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    if not isinstance(values, (tuple, list)) or not values or not all(_is_real(v) for v in values):
+        raise ValueError(f"values: expected a finite float or a non-empty sequence of finite floats, got {values!r}")
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(check_seed(seed))
     n, spatial = x.shape[0], x.shape[2:]
     hit = torch.rand(n, generator=g) < p
     side = torch.randint(sizes[0], sizes[1] + 1, (n,), generator=g).clamp(max=min(spatial))
@@ -407,6 +407,10 @@ def occlude(
     mask = mask.to(x.device)
     occluded = torch.where(mask.unsqueeze(1), fill.to(x.device).view(n, 1, *[1] * len(spatial)), x)
     return occluded, mask
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ----------------------------------------------------------------------------- loan applications (chapter 05)
@@ -445,8 +449,18 @@ class Loans:
 
 
 def loan_decision(features: torch.Tensor) -> torch.Tensor:
-    """The true rule ``LOAN_RULE`` on rows of ``features`` (N, F): True where it denies the loan. Chapter 05."""
-    age, job, income, amount, duration, car = (features[:, LOAN_FEATURES.index(name)] for name in LOAN_FEATURES[:6])
+    """The true rule ``LOAN_RULE`` on rows of ``features`` (N, F), or one row (F,): True where it denies the loan.
+
+    The columns are ``LOAN_FEATURES``; a numpy array is taken as a tensor. Chapter 05.
+    """
+    features = torch.from_numpy(features) if isinstance(features, np.ndarray) else features
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features: expected a tensor of rows (N, {len(LOAN_FEATURES)}), got {type(features).__name__}")
+    if features.ndim not in (1, 2) or features.shape[-1] != len(LOAN_FEATURES):
+        raise ValueError(
+            f"features: expected rows (N, {len(LOAN_FEATURES)}) or one row, got shape {tuple(features.shape)}"
+        )
+    age, job, income, amount, duration, car = (features[..., LOAN_FEATURES.index(name)] for name in LOAN_FEATURES[:6])
     none, no_car = job == LOAN_CATEGORICAL["job"].index("none"), car == LOAN_CATEGORICAL["car"].index("no")
     young_unemployed = (age <= 25) & none & (amount > 5000)
     unaffordable = amount / duration > income / 3

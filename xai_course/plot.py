@@ -26,14 +26,18 @@ MODES = ("robust", "max", None)
 
 
 def _to_numpy(value, name: str) -> np.ndarray:
-    """``value`` (tensor or array) as a float numpy array with finite values."""
+    """``value`` (tensor or array) as a float64 numpy array with at least one value, all finite."""
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().float().numpy()
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name}: expected real numbers, got a tensor of dtype {value.dtype}")
+        value = value.detach().cpu().double().numpy()  # float64: a large float64 map stays finite
     elif not isinstance(value, np.ndarray):
         raise TypeError(f"{name}: expected a torch tensor or numpy array, got {describe(value)}")
-    if value.dtype == bool or not np.issubdtype(value.dtype, np.number):
-        raise TypeError(f"{name}: expected numbers, got an array of dtype {value.dtype}")
+    if value.dtype == bool or not np.issubdtype(value.dtype, np.number) or np.iscomplexobj(value):
+        raise TypeError(f"{name}: expected real numbers, got an array of dtype {value.dtype}")
     value = value.astype(np.float64)
+    if value.size == 0:
+        raise ValueError(f"{name}: expected at least one value, got an empty array of shape {value.shape}")
     if not np.isfinite(value).all():
         raise ValueError(f"{name}: expected finite values, got an array containing NaN or inf")
     return value
@@ -87,6 +91,16 @@ def _as_batch(images, name: str = "images") -> np.ndarray:
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"{name}: expected images of shape (N, 3, H, W) or (N, 1, H, W), got {_shape(x)}")
     return np.stack([_as_image(image, name) for image in x])
+
+
+def _check_ax(ax) -> None:
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax: expected a matplotlib Axes or None, got {describe(ax)}")
+
+
+def _check_alpha(alpha) -> None:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha: expected a number in [0, 1], got {describe(alpha)}")
 
 
 def _check_mode(mode, percentile: float, name: str) -> None:
@@ -177,6 +191,8 @@ def heatmap(
     The ``AxesImage`` of the map (its ``.axes`` and ``.figure`` lead to the rest). Chapter 00.
     """
     _check_mode(normalize, percentile, "normalize")
+    _check_ax(ax)
+    _check_alpha(alpha)
     r = _scale(_as_map(attribution), normalize, percentile)
     if ax is None:
         _, ax = plt.subplots(figsize=(3, 3), layout="constrained")
@@ -220,6 +236,8 @@ def series(
     The ``AxesImage`` of the shading. Chapter 03.
     """
     _check_mode(normalize, percentile, "normalize")
+    _check_ax(ax)
+    _check_alpha(alpha)
     r = _scale(_as_series(attribution), normalize, percentile)
     lines = _to_numpy(signal, "signal")
     lines = lines[0] if lines.ndim == 3 and lines.shape[0] == 1 else lines
@@ -272,6 +290,9 @@ def grid(
     -------
     The ``Figure``, with N x (1 + len(maps)) axes (plus the colour bar). Chapter 00.
     """
+    _check_mode(normalize, 99.5, "normalize")
+    if maps is not None and not isinstance(maps, Mapping):
+        raise TypeError(f"maps: expected a dict method name -> attributions, got {describe(maps)}")
     pictures = _as_batch(images)
     maps = {name: _to_numpy(value, f"maps[{name!r}]") for name, value in (maps or {}).items()}
     for name, value in maps.items():
@@ -301,6 +322,18 @@ def grid(
     if colorbar and maps:
         fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, label=_bar_label(normalize))
     return fig
+
+
+def _class_indices(labels, n: int, classes: Sequence[str] | None) -> list[int]:
+    """``labels`` as n ints, class indices into ``classes`` when it is given."""
+    values = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    if not (np.issubdtype(values.dtype, np.integer) or values.dtype == bool):
+        raise TypeError(f"labels: expected integer class indices, got {describe(labels)}")
+    if values.shape != (n,):
+        raise ValueError(f"labels: expected {n} labels, one per image, got {describe(labels)}")
+    if classes is not None and ((values < 0) | (values >= len(classes))).any():
+        raise ValueError(f"labels: expected class indices in [0, {len(classes) - 1}] (classes), got {values.tolist()}")
+    return [int(label) for label in values]
 
 
 def _check_labels(labels: Sequence, n: int, name: str) -> None:
@@ -338,10 +371,17 @@ def curve(
     -------
     The ``Axes``. Chapter 00.
     """
+    _check_ax(ax)
     x = _to_numpy(x, "x")
     if x.ndim != 1:
         raise ValueError(f"x: expected a 1-D array, got {_shape(x)}")
-    ys = _to_numpy(ys if not isinstance(ys, (list, tuple)) else np.stack([_to_numpy(y, "ys") for y in ys]), "ys")
+    if isinstance(ys, (list, tuple)):
+        curves = [_to_numpy(y, "ys") for y in ys]
+        if not curves or any(y.shape != (len(x),) for y in curves):
+            shapes = [y.shape for y in curves]
+            raise ValueError(f"ys: expected a non-empty list of arrays ({len(x)},) like x, got shapes {shapes}")
+        ys = np.stack(curves)
+    ys = _to_numpy(ys, "ys")
     ys = ys[None] if ys.ndim == 1 else ys
     if ys.ndim != 2 or ys.shape[1] != len(x):
         raise ValueError(f"ys: expected shape ({len(x)},) or (K, {len(x)}) like x, got {_shape(ys)}")
@@ -381,12 +421,14 @@ def show_images(images, labels=None, masks=None, classes: Sequence[str] | None =
     pictures = _as_batch(images)
     n = len(pictures)
     if labels is not None:
-        labels = [int(label) for label in labels]
-        _check_labels(labels, n, "labels")
+        labels = _class_indices(labels, n, classes)
     if masks is not None:
-        masks = np.asarray(masks.detach().cpu() if isinstance(masks, torch.Tensor) else masks, dtype=bool)
-        if masks.shape != pictures.shape[:3]:
-            raise ValueError(f"masks: expected shape {pictures.shape[:3]} like images, got {_shape(masks)}")
+        given = np.asarray(masks.detach().cpu() if isinstance(masks, torch.Tensor) else masks)
+        if given.shape != pictures.shape[:3] or not np.isin(given, (0, 1)).all():
+            raise ValueError(
+                f"masks: expected bools or 0/1 of shape {pictures.shape[:3]} like images, got {_shape(given)}"
+            )
+        masks = given.astype(bool)
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
         raise ValueError(f"ncols: expected an int >= 1, got {describe(ncols)}")
     n_cols = min(ncols, n)

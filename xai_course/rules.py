@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import batch_slices, check_model, check_positive_int, describe, predict
+from .core import (
+    batch_slices,
+    check_model,
+    check_number,
+    check_positive_int,
+    check_seed,
+    describe,
+    model_guard,
+    predict,
+)
 from .inversion import layer_output, submodule
 from .occlusion import feature_maps, resize
 
@@ -105,6 +114,14 @@ class Schema:
         return np.stack(columns, 1).astype(float)
 
 
+def _floats(value, name: str, expected: str) -> np.ndarray:
+    """``value`` (array, tensor or nested lists of numbers) as a float64 numpy array, or a TypeError naming it."""
+    try:
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected {expected}, got {describe(value)}") from None
+
+
 def _table(data, feature_names=None, categorical=None, classes=None) -> tuple[np.ndarray, Schema]:
     """Rows (N, F) as float64 and their schema, from a ``data.loans`` table or an array plus metadata."""
     if hasattr(data, "features") and hasattr(data, "feature_names"):
@@ -112,12 +129,16 @@ def _table(data, feature_names=None, categorical=None, classes=None) -> tuple[np
         categorical = categorical if categorical is not None else data.categorical
         classes = classes or data.classes
         data = data.features
-    rows = np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data, dtype=float)
+    rows = _floats(data, "data", "a data.loans table or an array of rows (N, F)")
     if rows.ndim != 2 or rows.shape[0] == 0 or not np.isfinite(rows).all():
         raise ValueError(f"data: expected a data.loans table or a finite array of rows (N, F), got {describe(data)}")
+    if isinstance(feature_names, str):
+        raise TypeError(f"feature_names: expected a sequence of {rows.shape[1]} names, got {describe(feature_names)}")
     names = tuple(feature_names) if feature_names is not None else tuple(f"x{j}" for j in range(rows.shape[1]))
-    if len(names) != rows.shape[1]:
-        raise ValueError(f"feature_names: expected {rows.shape[1]} names (one per column), got {len(names)}")
+    if len(names) != rows.shape[1] or len(set(names)) != len(names):
+        raise ValueError(f"feature_names: expected {rows.shape[1]} distinct names (one per column), got {names}")
+    if categorical is not None and not isinstance(categorical, Mapping):
+        raise TypeError(f"categorical: expected a dict column name -> code names, got {describe(categorical)}")
     categorical = dict(categorical or {})
     unknown = [name for name in categorical if name not in names]
     if unknown:
@@ -130,32 +151,61 @@ def _table(data, feature_names=None, categorical=None, classes=None) -> tuple[np
 
 
 def _row(x, schema: Schema, name: str = "x") -> np.ndarray:
-    row = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=float).reshape(-1)
+    """One row (F,) as float64, with integer codes in range in the categorical columns."""
+    row = _floats(x, name, f"one row of {len(schema.names)} numbers").reshape(-1)
     if row.shape != (len(schema.names),) or not np.isfinite(row).all():
         raise ValueError(f"{name}: expected one finite row of {len(schema.names)} features, got {describe(x)}")
+    for j, codes in schema.categorical.items():
+        if row[j] not in range(len(codes)):
+            raise ValueError(
+                f"{name}: column {schema.names[j]!r} expected an integer code 0..{len(codes) - 1}, got {row[j]:g}"
+            )
     return row
 
 
 def black_box(model: nn.Module, batch_size: int = 1024) -> Predict:
     """The function rows (N, F) -> predicted labels (N,) of a classifier ``model`` (argmax of its logits).
 
-    Rows may be a numpy array or a tensor; the model runs without gradients. Chapter 05.
+    Rows may be a numpy array or a tensor, or one row (F,), answered with one label. The model runs in
+    eval mode (Dropout off, BatchNorm statistics fixed), without gradients, and is left as it was
+    (``core.model_guard``). Chapter 05.
     """
     check_model(model)
-    parameter = next(model.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else torch.float32
+    check_positive_int("batch_size", batch_size)
+    parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
+    like = parameter if parameter is not None else torch.empty(0)
 
     def labels(rows) -> np.ndarray:
-        x = torch.as_tensor(np.asarray(rows, dtype=float), dtype=dtype)
-        return predict(model, x, batch_size).argmax(1).numpy()
+        x = torch.as_tensor(_floats(rows, "rows", "rows (N, F) of numbers")).to(like)
+        if x.ndim not in (1, 2) or x.numel() == 0:
+            raise ValueError(f"rows: expected rows (N, F) or one row (F,), got {describe(rows)}")
+        with model_guard(model), torch.no_grad():
+            model.eval()
+            try:
+                logits = predict(model, x.reshape(-1, x.shape[-1]), batch_size)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"rows: the model fails on rows of shape {tuple(x.shape)} ({str(error).splitlines()[0]})"
+                ) from error
+        if logits.ndim != 2:
+            raise ValueError(f"model: expected logits (N, classes), got an output of shape {tuple(logits.shape)}")
+        predicted = logits.argmax(1).cpu().numpy()
+        return predicted[0] if x.ndim == 1 else predicted
 
     return labels
 
 
 def _labels_of(predict: Predict | nn.Module, rows: np.ndarray) -> np.ndarray:
+    """The black box's labels of ``rows``: class indices 0, 1, ... (bools and whole floats are taken as such)."""
     labels = np.asarray(predict(rows))
-    if labels.shape != (rows.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"predict: expected integer labels of shape ({rows.shape[0]},), got {describe(labels)}")
+    expected = f"predict: expected class indices 0, 1, ... of shape ({rows.shape[0]},)"
+    if labels.shape != (rows.shape[0],) or labels.dtype.kind not in "biuf":  # bools, ints, floats
+        raise ValueError(f"{expected}, got {describe(labels)}")
+    if labels.dtype.kind == "f" and not (np.isfinite(labels) & (labels == np.round(labels))).all():
+        raise ValueError(f"{expected}, got floats that are not whole numbers")
+    labels = labels.astype(np.int64)
+    if (labels < 0).any():
+        raise ValueError(f"{expected}, got {labels.min()}")
     return labels
 
 
@@ -187,6 +237,14 @@ class Condition:
     op: str
     value: float
     codes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        ops = ("=", "!=") if self.codes else ("<=", ">", ">=")
+        if self.op not in ops:
+            kind = "a categorical" if self.codes else "a numeric"
+            raise ValueError(f"op: expected one of {ops} for {kind} feature {self.feature!r}, got {self.op!r}")
+        if self.codes and self.value not in range(len(self.codes)):
+            raise ValueError(f"value: expected a code 0..{len(self.codes) - 1} of {self.feature!r}, got {self.value!r}")
 
     def __str__(self) -> str:
         shown = self.codes[int(self.value)] if self.codes else _number(self.value)
@@ -232,9 +290,16 @@ class Rule:
         next float above t when ``margin`` is 0); ``margin`` is a number or one per column. A falsified
         ``>= t`` moves it to t, a falsified ``= c`` sets code c, a falsified ``!= c`` the nearest code that
         all the conditions on that column allow (the lower on a tie). Values that satisfy a condition stay.
+        A ValueError if the moved rows still falsify the rule (an empty premise, or a margin wider than an
+        interval).
         """
         rows = np.array(x, dtype=float, ndmin=2)
-        margins = np.broadcast_to(np.asarray(margin, dtype=float), (rows.shape[1],))
+        margins = np.asarray(margin, dtype=float)
+        valid = np.isfinite(margins).all() and (margins >= 0).all()
+        if margins.ndim > 1 or margins.size not in (1, rows.shape[1]) or not valid:
+            expected = f"a number >= 0 or one per column ({rows.shape[1]})"
+            raise ValueError(f"margin: expected {expected}, got {describe(margin)}")
+        margins = np.broadcast_to(margins.reshape(-1), (rows.shape[1],))
         for c in self.conditions:
             wrong = ~c.holds(rows)
             if c.op == "<=":
@@ -246,6 +311,8 @@ class Rule:
                 rows[wrong, c.column] = c.value
             else:
                 rows[wrong, c.column] = [self._nearest_code(c.column, len(c.codes), v) for v in rows[wrong, c.column]]
+        if not self.holds(rows).all():
+            raise ValueError(f"rule: no move of x satisfies {self} with margin {margin!r}")
         return rows if np.ndim(x) == 2 else rows[0]
 
     def _nearest_code(self, column: int, n_codes: int, value: float) -> float:
@@ -324,7 +391,11 @@ class Surrogate:
 
     def score(self, rows, labels) -> float:
         """Share of ``rows`` on which the tree gives ``labels`` (e.g. the black box's): fidelity on new data."""
-        return float(np.mean(self.predict(rows) == np.asarray(labels)))
+        predicted = self.predict(rows)
+        labels = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+        if labels.shape != predicted.shape:
+            raise ValueError(f"labels: expected one label per row {predicted.shape}, got {describe(labels)}")
+        return float(np.mean(predicted == labels))
 
 
 def _split(schema: Schema, encoded: int, threshold: float, left: bool) -> Condition:
@@ -385,6 +456,7 @@ def surrogate_tree(
     if max_depth is not None:
         check_positive_int("max_depth", max_depth)
     check_positive_int("min_samples_leaf", min_samples_leaf)
+    check_seed(seed)
     labels = _labels_of(_as_predict(predict), rows)
     return _fit_tree(rows, labels, schema, seed, max_depth=max_depth, min_samples_leaf=min_samples_leaf)
 
@@ -474,8 +546,11 @@ def _tournament(fitness: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _crossover(population: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Two-point crossover of the pairs (0, 1), (2, 3), ..., each with probability CROSSOVER."""
+    """Two-point crossover of the pairs (0, 1), (2, 3), ..., each with probability CROSSOVER (none with one feature:
+    swapping it would only swap the pair)."""
     n_pairs, m = population.shape[0] // 2, population.shape[1]
+    if m < 2:
+        return population.copy()
     first = rng.integers(1, m + 1, n_pairs)
     second = rng.integers(1, m, n_pairs)
     second = np.where(second >= first, second + 1, second)
@@ -635,8 +710,9 @@ def lore(
     """
     check_positive_int("n_neighbors", n_neighbors, 2)
     check_positive_int("generations", generations, 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {describe(seed)}")
+    check_seed(seed)
+    if not isinstance(check, bool):
+        raise TypeError(f"check: expected True or False, got {describe(check)}")
     predict = _as_predict(predict)
     rows, schema = _table(data, feature_names, categorical, classes)
     x = _row(x, schema)
@@ -725,10 +801,13 @@ def granules(values, feature: str = "x", *, words: Sequence[str] | int = 3, cent
     """Granules of a feature from its ``values``: one word per centre, centres at evenly spaced quantiles
     (5 % to 95 %) unless given. ``words`` is a list of words or their number (3: LOW, MEDIUM, HIGH;
     5: VERY LOW ... VERY HIGH). When the quantiles coincide (many equal values) the centres are spread
-    evenly between the smallest and largest value instead. Chapter 05.
+    evenly between the smallest and largest value instead, and around a constant value v over
+    [v - 1/2, v + 1/2]. Chapter 05.
     """
+    if isinstance(words, (str, bool)):
+        raise TypeError(f"words: expected a number of words or a list of words, got {describe(words)}")
     words = _default_words(words) if isinstance(words, int) else tuple(words)
-    values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=float).reshape(-1)
+    values = _floats(values, "values", "an array of numbers").reshape(-1)
     if not words or values.size == 0 or not np.isfinite(values).all():
         raise ValueError(
             f"values, words: expected finite values and at least one word, got {describe(values)}, {words}"
@@ -736,7 +815,9 @@ def granules(values, feature: str = "x", *, words: Sequence[str] | int = 3, cent
     if centres is None:
         centres = np.quantile(values, np.linspace(0.05, 0.95, len(words))) if len(words) > 1 else [np.median(values)]
         if np.any(np.diff(centres) <= 0):
-            centres = np.linspace(values.min(), values.max(), len(words))
+            low, high = values.min(), values.max()
+            spread = 0.0 if low < high else 0.5  # a constant feature: words around its value
+            centres = np.linspace(low - spread, high + spread, len(words))
     centres = tuple(float(c) for c in centres)
     if len(centres) != len(words) or np.any(np.diff(centres) <= 0):
         raise ValueError(f"centres: expected {len(words)} increasing values (one per word), got {centres}")
@@ -802,7 +883,10 @@ class FuzzyRules:
 
     def explain(self, x, top: int = 3) -> list[tuple[FuzzyRule, float]]:
         """The ``top`` rules that fire most for the row ``x``, with their firing strengths."""
-        strength = self.firing(x)[0]
+        strength = self.firing(x)
+        if strength.shape[0] != 1:
+            raise ValueError(f"x: expected one row, got {describe(x)}")
+        strength = strength[0]
         return [(self.rules[i], float(strength[i])) for i in np.argsort(-strength, kind="stable")[:top]]
 
 
@@ -831,10 +915,9 @@ def fuzzy_rules(
     """
     predict = _as_predict(predict)
     rows, schema = _table(data, feature_names, categorical, classes)
-    names = list(features) if features is not None else list(schema.names)
-    unknown = [name for name in names if name not in schema.names]
-    if unknown or not names:
-        raise ValueError(f"features: expected names from {schema.names}, got {features!r}")
+    names = list(schema.names) if features is None else list(features)
+    if not names or len(set(names)) != len(names) or set(names) - set(schema.names):
+        raise ValueError(f"features: expected distinct names from {schema.names}, got {features!r}")
     columns = tuple(schema.names.index(name) for name in names)
     variables = {
         j: _crisp(schema.names[j], schema.categorical[j])
@@ -858,6 +941,11 @@ def fuzzy_rules(
         for p, k, c in zip(premises, best, weight)
         if c > 0
     ]
+    if not rules:
+        raise ValueError(
+            "features, words: expected granules that separate the black box's outcomes, got rules that all have "
+            "weight 0 (every premise fires as much for one outcome as for the others)"
+        )
     rules.sort(key=lambda r: -r.weight)
     base = FuzzyRules(rules, variables, schema.classes)
     base.fidelity = float(np.mean(base.predict(rows) == labels))
@@ -886,8 +974,8 @@ class FuzzyGraph:
     rules: list[str]
 
     def __call__(self, values) -> np.ndarray:
-        """The defuzzified approximation sum_i mu_A_i(x) f(c_i) (the memberships add up to 1)."""
-        return self.x.memberships(values) @ self.heights
+        """The defuzzified approximation sum_i mu_A_i(x) f(c_i) (the memberships add up to 1), shaped as ``values``."""
+        return (self.x.memberships(values) @ self.heights).reshape(np.shape(values))
 
     def membership(self, x, y) -> np.ndarray:
         """mu_f*(x, y) = max_i min(mu_A_i(x), mu_B_i(y)), B_i trapezoids with core = patch height, feet = supports."""
@@ -917,20 +1005,34 @@ def fuzzy_graph(
     check_positive_int("resolution", resolution, 2)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"low, high: expected finite numbers with low < high, got {low!r}, {high!r}")
+    if not callable(f):
+        raise TypeError(f"f: expected a function of a numpy array, got {describe(f)}")
     centres = np.linspace(low, high, n_granules)
     a = Granules("x", tuple(float(c) for c in centres), _default_words(n_granules))
-    heights = np.asarray(f(centres), dtype=float)
+    heights = _values_of(f, centres)
     half = np.concatenate([[low], (centres[1:] + centres[:-1]) / 2, [high]])
     patches, supports = [], []
     for i in range(n_granules):
         cut = (float(half[i]), float(half[i + 1]))
         support = (float(centres[max(i - 1, 0)]), float(centres[min(i + 1, n_granules - 1)]))
-        on_cut = np.asarray(f(np.linspace(*cut, resolution)), dtype=float)
-        on_support = np.asarray(f(np.linspace(*support, resolution)), dtype=float)
+        on_cut = _values_of(f, np.linspace(*cut, resolution))
+        on_support = _values_of(f, np.linspace(*support, resolution))
         patches.append((cut, (float(on_cut.min()), float(on_cut.max()))))
         supports.append((float(min(on_support.min(), on_cut.min())), float(max(on_support.max(), on_cut.max()))))
     rules = [f"IF x is {w} THEN y is about {_number(h)}" for w, h in zip(a.words, heights)]
     return FuzzyGraph(a, heights, patches, supports, rules)
+
+
+def _values_of(f: Callable[[np.ndarray], np.ndarray], points: np.ndarray) -> np.ndarray:
+    """f at ``points`` (L,), as float64 (L,); a constant f may return one number."""
+    values = _floats(f(points), "f", "a function returning numbers")
+    values = np.broadcast_to(values, points.shape) if values.ndim == 0 else values
+    if values.shape != points.shape or not np.isfinite(values).all():
+        raise ValueError(
+            f"f: expected finite values, one per point of an array {points.shape} in [low, high], "
+            f"got {describe(values)}"
+        )
+    return values
 
 
 # ----------------------------------------------------------------------------- rules for a CNN
@@ -958,16 +1060,24 @@ class Concepts:
     names: list[str]
 
 
+def _pooled(maps: torch.Tensor) -> torch.Tensor:
+    """The global maxima (N, C) of maps (N, C, *positions), or a ValueError for a layer without positions."""
+    if maps.ndim < 3:
+        raise ValueError(
+            f"layer: expected a convolutional layer with outputs (N, C, h, w) or (N, C, L), got {describe(maps)}"
+        )
+    return maps.flatten(2).amax(2)
+
+
 def concept_activations(model: nn.Module, x: torch.Tensor, *, layer="features", batch_size: int = 256):
     """One forward pass: the model's labels (N,), its maps (N, C, h, w) at ``layer`` and their global maxima (N, C).
 
     The maximum over positions says how strongly a concept is present anywhere in the image; these
-    pooled activations are the inputs of ``concept_rules`` and ``FuzzyHead``. Chapter 05.
+    pooled activations are the inputs of ``concept_rules`` and ``FuzzyHead``. A 1-D CNN's maps (N, C, L)
+    are pooled over time the same way. Chapter 05.
     """
     logits, maps = feature_maps(model, x, layer, batch_size)
-    if maps.ndim != 4:
-        raise ValueError(f"layer: expected a convolutional layer with outputs (N, C, h, w), got {describe(maps)}")
-    return logits.argmax(1), maps, maps.amax((2, 3))
+    return logits.argmax(1), maps, _pooled(maps)
 
 
 def dissect(
@@ -976,25 +1086,29 @@ def dissect(
     """Name the filters by network dissection (Bau, Zhou, Khosla, Oliva & Torralba 2017).
 
     ``maps`` (N, C, h, w) are a layer's activations on the images of ``data`` (a ``data.shapes`` batch;
-    see ``concept_activations``). Filter c is on where its map, upsampled bilinearly to the image,
-    exceeds T_c, the ``quantile`` of its activations over the data (upsampled as ``occlusion.resize``
-    does, ``batch_size`` images at a time). Its IoU with class k is
+    see ``concept_activations``), or (N, C, l) on the series of a ``data.timeseries`` batch. Filter c is on
+    where its map, upsampled bilinearly to the image, exceeds T_c, the ``quantile`` of its activations over
+    the data (upsampled as ``occlusion.resize`` does, ``batch_size`` images at a time). Its IoU with class k is
     sum_n |on_n & L_n^k| / sum_n |on_n | L_n^k|, L^k the shape mask on the images of class k and empty on
     the others, so it rewards filters that fire on the shape, and only on that class. A filter gets the
     label of its best class if that IoU reaches ``min_iou`` (Bau et al.'s 0.04). Chapter 05.
     """
     if not (hasattr(data, "masks") and hasattr(data, "labels") and hasattr(data, "classes")):
         raise TypeError(f"data: expected a data.shapes batch with masks, labels and classes, got {describe(data)}")
-    if not (isinstance(maps, torch.Tensor) and maps.ndim == 4 and maps.shape[0] == len(data.labels)):
+    n_positions = data.masks.ndim - 1  # 2 for images, 1 for series
+    if not (isinstance(maps, torch.Tensor) and maps.ndim == n_positions + 2 and maps.shape[0] == len(data.labels)):
+        layout = "C, h, w" if n_positions == 2 else "C, l"
         raise ValueError(
-            f"maps: expected activations ({len(data.labels)}, C, h, w), one per image, got {describe(maps)}"
+            f"maps: expected activations ({len(data.labels)}, {layout}), one per sample of data, got {describe(maps)}"
         )
     if not 0 < quantile < 1:
         raise ValueError(f"quantile: expected a number in (0, 1), got {quantile!r}")
+    check_positive_int("batch_size", batch_size)
+    maps = maps.detach().cpu()
     k, n_filters = len(data.classes), maps.shape[1]
     thresholds = torch.quantile(maps.transpose(0, 1).reshape(n_filters, -1).float(), quantile, dim=1)
     inter, on_area = torch.zeros(n_filters, k), torch.zeros(n_filters)
-    size = tuple(data.masks.shape[-2:])
+    size = tuple(data.masks.shape[1:])
     for part in batch_slices(maps.shape[0], batch_size):
         small = maps[part].float()
         up = resize(small.reshape(-1, *small.shape[2:]), size).view(*small.shape[:2], -1)  # (n, C, H W)
@@ -1003,9 +1117,9 @@ def dissect(
         inter.index_add_(
             1, data.labels[part], torch.bmm(on, data.masks[part].flatten(1).float().unsqueeze(2))[..., 0].T
         )
-    mask_area = torch.zeros(k).index_add_(0, data.labels, data.masks.sum((1, 2)).float())
+    mask_area = torch.zeros(k).index_add_(0, data.labels, data.masks.flatten(1).sum(1).float())
     iou = inter / (on_area[:, None] + mask_area[None] - inter).clamp(min=1)
-    pooled = maps.amax((2, 3))
+    pooled = _pooled(maps)
     means = torch.stack([pooled[data.labels == c].mean(0) for c in range(k)], 1)  # (C, K)
     top = means.max(1)
     rest = (means.sum(1) - top.values) / max(k - 1, 1)
@@ -1015,31 +1129,50 @@ def dissect(
     return Concepts(iou, selectivity, top.indices, thresholds, labels, names)
 
 
+def _class_labels(labels, n: int) -> torch.Tensor:
+    """``labels`` checked to be an integer tensor of n class indices >= 0, as int64."""
+    if not (isinstance(labels, torch.Tensor) and not labels.is_floating_point() and labels.dtype != torch.bool):
+        raise TypeError(f"labels: expected an integer tensor ({n},) of class indices, got {describe(labels)}")
+    if labels.shape != (n,) or (labels < 0).any():
+        raise ValueError(f"labels: expected {n} class indices >= 0, one per row, got {describe(labels)}")
+    return labels.long()
+
+
+def _activations(z, name: str) -> torch.Tensor:
+    """``z`` checked to be a finite float tensor (N, D) with N >= 1, detached."""
+    if not (isinstance(z, torch.Tensor) and z.is_floating_point() and z.ndim == 2):
+        raise TypeError(f"{name}: expected a float tensor (N, D) of pooled activations, got {describe(z)}")
+    if z.shape[0] == 0 or not torch.isfinite(z).all():
+        raise ValueError(f"{name}: expected at least one row of finite values, got {describe(z)}")
+    return z.detach()
+
+
 def concept_rules(
     pooled: torch.Tensor,
     labels: torch.Tensor,
     *,
     names: Sequence[str] | None = None,
     classes: Sequence[str] = (),
-    max_depth: int = 3,
+    max_depth: int | None = 3,
     seed: int = 0,
 ) -> Surrogate:
     """Rules over concepts that mimic a CNN: a tree of depth ``max_depth`` fitted to the CNN's ``labels`` on the
     pooled activations (``concept_activations``), conditions such as ``concept 12 (circle) > 3.1``.
 
-    ``names`` are the concepts' names (``Concepts.names``), ``classes`` the outcome names. Measure fidelity on
-    other images with ``Surrogate.score``. Chapter 05.
+    ``names`` are the concepts' names (``Concepts.names``), ``classes`` the outcome names; ``max_depth`` None
+    grows the tree until its leaves are pure. Measure fidelity on other images with ``Surrogate.score``.
+    Chapter 05.
     """
-    if not (isinstance(pooled, torch.Tensor) and pooled.ndim == 2):
-        raise TypeError(f"pooled: expected a tensor (N, C) of pooled activations, got {describe(pooled)}")
-    if not (isinstance(labels, torch.Tensor) and labels.shape == (pooled.shape[0],)):
-        raise ValueError(f"labels: expected one label per row ({pooled.shape[0]},), got {describe(labels)}")
+    pooled = _activations(pooled, "pooled")
+    labels = _class_labels(labels, pooled.shape[0])
     names = tuple(names) if names is not None else tuple(f"concept {j}" for j in range(pooled.shape[1]))
-    if len(names) != pooled.shape[1]:
-        raise ValueError(f"names: expected {pooled.shape[1]} names (one per filter), got {len(names)}")
-    check_positive_int("max_depth", max_depth)
+    if len(names) != pooled.shape[1] or len(set(names)) != len(names):
+        raise ValueError(f"names: expected {pooled.shape[1]} distinct names (one per filter), got {len(names)}")
+    if max_depth is not None:
+        check_positive_int("max_depth", max_depth)
+    check_seed(seed)
     schema = Schema(names, {}, tuple(classes))
-    return _fit_tree(pooled.detach().double().numpy(), labels.numpy(), schema, seed, max_depth=max_depth)
+    return _fit_tree(pooled.double().cpu().numpy(), labels.cpu().numpy(), schema, seed, max_depth=max_depth)
 
 
 class FuzzyHead(nn.Module):
@@ -1084,10 +1217,17 @@ class FuzzyHead(nn.Module):
     ) -> list[str]:
         """Each rule in words, with its ``n_conditions`` sharpest memberships (largest |c_rd| / sigma_rd): the
         word of each is the granule (of ``variables[d]``, on the raw activations) its centre falls in."""
+        n_rules, n_inputs = self.centres.shape
+        n_classes = int(self.rule_class.max()) + 1
+        if len(names) != n_inputs or len(variables) != n_inputs or len(classes) < n_classes:
+            raise ValueError(
+                f"names, variables, classes: expected {n_inputs} names, {n_inputs} granules and {n_classes} classes, "
+                f"got {len(names)}, {len(variables)} and {len(classes)}"
+            )
         sharpness = self.centres.detach().abs() / self.log_sigma.detach().exp()
         centres = self.mean + self.std * self.centres.detach()
         texts = []
-        for r in range(self.centres.shape[0]):
+        for r in range(n_rules):
             dims = torch.argsort(sharpness[r], descending=True, stable=True)[:n_conditions].tolist()
             premise = " AND ".join(f"{names[d]} is {variables[d].word(float(centres[r, d]))}" for d in dims)
             texts.append(f"IF {premise} THEN {classes[int(self.rule_class[r])]}")
@@ -1095,12 +1235,23 @@ class FuzzyHead(nn.Module):
 
 
 def _kmeans(u: torch.Tensor, k: int, g: torch.Generator, steps: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means on the rows of u: centres (k, D) and the cluster of each row."""
-    centres = u[torch.randperm(u.shape[0], generator=g)[:k]].clone()
+    """Lloyd's k-means on the rows of u: centres (k, D) and the cluster of each row. With fewer rows than k,
+    rows start several centres, and the copies keep no rows."""
+    centres = u[torch.randperm(u.shape[0], generator=g)[torch.arange(k) % u.shape[0]]].clone()
     for _ in range(steps):
         cluster = torch.cdist(u, centres).argmin(1)
         centres = torch.stack([u[cluster == j].mean(0) if (cluster == j).any() else centres[j] for j in range(k)])
     return centres, torch.cdist(u, centres).argmin(1)
+
+
+def _initial_rules(u: torch.Tensor, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres and widths (k, D) of k rules from the rows u of one class: the means and standard deviations of
+    its k-means clusters (width 1 for a cluster of fewer than two rows; rules at u = 0 for a class without rows)."""
+    if u.shape[0] == 0:
+        return u.new_zeros(k, u.shape[1]), u.new_ones(k, u.shape[1])
+    centres, cluster = _kmeans(u, k, g)
+    spread = [u[cluster == j].std(0) if (cluster == j).sum() > 1 else u.new_ones(u.shape[1]) for j in range(k)]
+    return centres, torch.stack(spread)
 
 
 def fit_fuzzy_head(
@@ -1116,29 +1267,24 @@ def fit_fuzzy_head(
 
     Rules start from k-means clusters of each class (centres = cluster means, widths = cluster standard
     deviations), so the rule base does not grow as a grid of words would; then all centres and widths are
-    trained with Adam (``_adam_step``) on the cross-entropy, full batch, for ``steps`` steps. Deterministic
-    for ``seed``. Chapter 05.
+    trained with Adam (``_adam_step``) on the cross-entropy, full batch, for ``steps`` steps. There are
+    labels.max() + 1 classes; the rules of a class without rows start at the mean of z. The head has the
+    dtype and device of ``z``. Deterministic for ``seed``. Chapter 05.
     """
-    if not (isinstance(z, torch.Tensor) and z.is_floating_point() and z.ndim == 2):
-        raise TypeError(f"z: expected a float tensor (N, D), got {describe(z)}")
-    if not (isinstance(labels, torch.Tensor) and labels.shape == (z.shape[0],) and not labels.is_floating_point()):
-        raise TypeError(f"labels: expected an integer tensor ({z.shape[0]},), got {describe(labels)}")
+    z = _activations(z, "z")
+    labels = _class_labels(labels, z.shape[0]).to(z.device)
+    check_positive_int("rules_per_class", rules_per_class)
+    check_positive_int("steps", steps, 0)
+    check_number("lr", lr, strict=True)
+    g = torch.Generator().manual_seed(check_seed(seed))
     n_classes = int(labels.max()) + 1
-    head = FuzzyHead(z.shape[1], n_classes, rules_per_class)
-    g = torch.Generator().manual_seed(seed)
-    z = z.detach().float()
+    head = FuzzyHead(z.shape[1], n_classes, rules_per_class).to(z)
     head.mean.copy_(z.mean(0))
-    head.std.copy_(z.std(0).clamp(min=1e-6))
+    head.std.copy_((z.std(0) if z.shape[0] > 1 else torch.zeros_like(z[0])).clamp(min=1e-6))
     u = (z - head.mean) / head.std
     with torch.no_grad():
         for k in range(n_classes):
-            centres, cluster = _kmeans(u[labels == k], rules_per_class, g)
-            spread = torch.stack(
-                [
-                    u[labels == k][cluster == j].std(0) if (cluster == j).sum() > 1 else torch.ones(u.shape[1])
-                    for j in range(rules_per_class)
-                ]
-            )
+            centres, spread = _initial_rules(u[labels == k], rules_per_class, g)
             head.centres[k * rules_per_class : (k + 1) * rules_per_class] = centres
             head.log_sigma[k * rules_per_class : (k + 1) * rules_per_class] = spread.clamp(min=0.1).log()
     parameters = [head.centres, head.log_sigma]
@@ -1147,8 +1293,8 @@ def fit_fuzzy_head(
         loss = nn.functional.cross_entropy(head(z), labels)
         gradients = torch.autograd.grad(loss, parameters)
         with torch.no_grad():
-            for p, g, (m, v) in zip(parameters, gradients, moments):
-                _adam_step(p, g, m, v, step, lr)
+            for p, gradient, (m, v) in zip(parameters, gradients, moments):
+                _adam_step(p, gradient, m, v, step, lr)
     return head.eval()
 
 
@@ -1167,18 +1313,34 @@ def _adam_step(p, g, m, v, step: int, lr: float, betas=(0.9, 0.999), eps: float 
 class FuzzyCNN(nn.Module):
     """A CNN whose classifier is replaced by a ``FuzzyHead`` on the global maxima of its maps at ``layer``.
 
-    Holds a frozen copy of ``model`` (the original is left as it was); the forward pass stops at ``layer``.
-    Chapter 05.
+    Holds a frozen copy of ``model`` (the original is left as it was), which stays in eval mode when the
+    FuzzyCNN is put in training mode; the forward pass stops at ``layer`` (a module name, or a sub-module
+    of ``model``). Chapter 05.
     """
 
-    def __init__(self, model: nn.Module, head: FuzzyHead, layer: str = "features"):
+    def __init__(self, model: nn.Module, head: FuzzyHead, layer: str | nn.Module = "features"):
         super().__init__()
         check_model(model)
+        if not isinstance(head, nn.Module):
+            raise TypeError(f"head: expected a FuzzyHead, got {describe(head)}")
+        if isinstance(layer, nn.Module):  # its name, which also names it in the copy
+            layer = next((name for name, m in model.named_modules() if m is layer and name), layer)
         self.cnn = copy.deepcopy(model).eval().requires_grad_(False)
         self.layer = layer
         self.head = head
         submodule(self.cnn, layer)  # a clear error now for a layer the model does not have
 
+    def train(self, mode: bool = True) -> FuzzyCNN:
+        """Set the head's training mode; the frozen CNN stays in eval mode."""
+        super().train(mode)
+        self.cnn.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = layer_output(self.cnn, x, self.layer)
-        return self.head(maps.amax((2, 3)))
+        pooled = _pooled(layer_output(self.cnn, x, self.layer))
+        if isinstance(self.head, FuzzyHead) and pooled.shape[1] != self.head.centres.shape[1]:
+            raise ValueError(
+                f"head: expected a FuzzyHead over the {pooled.shape[1]} channels of layer {self.layer!r}, "
+                f"got one over {self.head.centres.shape[1]} inputs"
+            )
+        return self.head(pooled)

@@ -59,7 +59,11 @@ def _control(name: str, spec, default) -> widgets.ValueWidget:
         return widgets.Dropdown(options=spec, value=default if default in spec else spec[0], description=name)
     if isinstance(spec, tuple) and len(spec) == 3 and all(_is_number(v) for v in spec):
         low, high, step = spec
-        slider = widgets.IntSlider if all(isinstance(v, int) for v in spec) else widgets.FloatSlider
+        if not low <= high or not step > 0:
+            raise ValueError(f"{name}: expected (min, max, step) with min <= max and step > 0, got {spec!r}")
+        kind = int if all(isinstance(v, numbers.Integral) for v in spec) else float  # numpy ints too
+        low, high, step = (kind(v) for v in spec)
+        slider = widgets.IntSlider if kind is int else widgets.FloatSlider
         control = slider(min=low, max=high, step=step, value=low, description=name, continuous_update=False)
         if _is_number(default) and low <= default <= high:
             control.value = default
@@ -127,6 +131,8 @@ class Explorer(widgets.VBox):
     def _displayable(self, result, params: dict):
         if isinstance(result, Figure):
             return _png(result)
+        if isinstance(result, (np.ndarray, torch.Tensor)) and result.ndim == 0:  # one number in an array
+            return str(result.item())
         if isinstance(result, (np.ndarray, torch.Tensor)):
             image = None if self.images is None else self.images[params["image"]]
             return _png(plot.heatmap(result, image).figure)
@@ -183,6 +189,14 @@ def explorer(callback: Callable, images=None, *, cache_size: int = 32, **paramet
     check_positive_int("cache_size", cache_size)
     signature = inspect.signature(callback).parameters
     defaults = {name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+        missing = [
+            name for name in [*(["image"] if images is not None else []), *parameter_widgets] if name not in signature
+        ]
+        if missing:
+            raise TypeError(
+                f"callback: expected parameters {missing} (one per control), got parameters {list(signature)}"
+            )
     controls = {}
     if images is not None:
         if "image" in parameter_widgets:
