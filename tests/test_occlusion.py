@@ -418,3 +418,13 @@ def test_inputs_are_checked(tiny):
         occlusion.sliding_window("model", torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="x:"):
         occlusion.rise(tiny, torch.full((1, 3, 8, 8), float("nan")))
+
+
+def test_feature_maps_keep_the_layer_output_before_a_later_in_place_relu():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(72, 2)).eval()
+    x = torch.randn(1, 1, 8, 8)
+    _, maps = occlusion.feature_maps(model, x, "0")
+    with torch.no_grad():
+        expected = model[0](x)
+    assert expected.min() < 0 and torch.equal(maps, expected)

@@ -419,7 +419,8 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer, batch_size: int = BAT
     captured = []
     with model_guard(model), torch.no_grad():
         model.eval()
-        module.register_forward_hook(lambda m, inputs, output: captured.append(output))
+        # a copy: a later in-place operation (ReLU(inplace=True), out += identity) would change the output kept
+        module.register_forward_hook(lambda m, inputs, output: captured.append(_copy(output)))
         logits = predict(model, x, batch_size)
     n_calls = math.ceil(x.shape[0] / batch_size)
     if len(captured) != n_calls:
@@ -427,6 +428,11 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer, batch_size: int = BAT
     if not all(isinstance(a, torch.Tensor) and a.ndim == x.ndim for a in captured):
         raise ValueError(f"layer: expected an output of shape (N, K, *spatial) like x's, got {describe(captured[0])}")
     return logits, torch.cat(captured)
+
+
+def _copy(output):
+    """A tensor output cloned, anything else as it is (``feature_maps`` then refuses it)."""
+    return output.clone() if isinstance(output, torch.Tensor) else output
 
 
 def _sidu_one(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) -> torch.Tensor:
