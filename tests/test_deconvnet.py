@@ -402,3 +402,16 @@ def test_transposed_convolution_overlaps_unevenly():
             layer.weight.fill_(1.0)
         assert inversion.checkerboard(transposed(constant))[0] > 0.5
         assert inversion.checkerboard(resize(constant)[:, :, 1:-1, 1:-1])[0] == 0
+
+
+def test_downsample_averages_blocks_and_refuses_series():
+    images = torch.rand(2, 1, 5, 7)
+    loop = torch.tensor(
+        [
+            [[[images[n, 0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean() for j in range(3)] for i in range(2)]]
+            for n in range(2)
+        ]
+    ).view(2, 1, 2, 3)
+    assert torch.allclose(deconvnet.downsample(images), loop)
+    with pytest.raises(TypeError, match="images: expected a float tensor"):
+        deconvnet.downsample(torch.rand(2, 3, 17))

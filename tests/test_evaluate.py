@@ -542,3 +542,71 @@ def test_spearman_matches_scipy_row_by_row_and_gives_nan_for_a_constant_row():
     for n in range(3):
         assert rho[n].item() == pytest.approx(stats.spearmanr(a[n], b[n]).statistic, abs=1e-12)
     assert rho[1].item() == pytest.approx(1.0) and math.isnan(rho[3].item())
+
+
+# ----------------------------------------------------------------------------- generality sweep
+
+
+class WritesIntoInput(nn.Module):
+    """A model whose first layer is an in-place ReLU: it writes into the tensor it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 3 * 3, 3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_methods_see_the_input_a_model_writing_into_its_input_was_given():
+    torch.manual_seed(0)
+    model, x = WritesIntoInput().eval(), torch.rand(2, 3, 5, 5) * 2 - 1
+    seen = []
+
+    def method(m, inputs, target):
+        seen.append(inputs.clone())
+        return torch.ones_like(inputs)
+
+    ev.stability(method, model, x, n_noise=1)
+    ev.randomization_check(method, model, x, layers=["net.3"])
+    ev.compare({"m": method}, model, x, steps=2, progress=False)
+    assert len(seen) == 5 and all(torch.equal(seen[i], x) for i in (0, 2, 3, 4))  # seen[1] is x + noise
+    reference, kept = x - 0.5, x - 0.5
+    result = ev.completeness_error(torch.zeros_like(x), model, x, reference=reference)
+    assert torch.equal(reference, kept), "the caller's reference is not written into"
+    with torch.no_grad():
+        c = model(x.clone()).argmax(1, keepdim=True)
+        expected = (model(x.clone()) - model(kept.clone())).gather(1, c).squeeze(1)
+    assert torch.allclose(result.promise, expected)
+    per_sample = ev.completeness_error(torch.zeros_like(x), model, x, reference=x[0] - 0.5)  # expanded: no crash
+    assert torch.isfinite(per_sample.promise).all()
+    assert math.isfinite(ev.completeness_error(torch.zeros_like(x), model, x, reference="mean").mean_error)
+
+
+def test_gaussian_blur_keeps_the_shape_and_refuses_bad_arguments():
+    x = torch.rand(1, 2, 5, 4)
+    assert ev.gaussian_blur(x, klen=3, sigma=1.0).shape == x.shape
+    for kwargs, error in [({"klen": 4}, ValueError), ({"klen": 0}, ValueError), ({"sigma": 0.0}, ValueError)]:
+        with pytest.raises(error, match=next(iter(kwargs))):
+            ev.gaussian_blur(x, **kwargs)
+    with pytest.raises(TypeError, match="x: expected a float tensor"):
+        ev.gaussian_blur(torch.rand(1, 1, 3, 3, 3))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m, x, a: ev.deletion(m, x, None, a, substrate=math.nan), "substrate"),
+        (lambda m, x, a: ev.deletion(m, x, None, a, substrate=torch.full_like(x, math.inf)), "substrate"),
+        (lambda m, x, a: ev.completeness_error(a, m, x, reference=math.nan), "reference"),
+        (lambda m, x, a: ev.pixel_flipping(m, x, None, a, region=1, seed="0"), "seed"),
+        (lambda m, x, a: ev.random_attribution(m, x, seed=1.5), "seed"),
+        (lambda m, x, a: ev.stability(ev.random_attribution, m, x, noise=math.inf), "noise"),
+        (lambda m, x, a: ev.stability(ev.random_attribution, m, x, seeds=[0, "1"]), "seed"),
+        (lambda m, x, a: ev.auc(torch.rand(3, 1)), "scores"),
+    ],
+)
+def test_bad_arguments_are_named(call, match):
+    model, x, attribution = toy()
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(model, x, attribution)

@@ -524,3 +524,25 @@ def test_layer_output_keeps_gradients_and_equals_features(cnn, images):
     assert grad.abs().sum() > 0
     with pytest.raises(ValueError, match="layer: expected one of the module names"):
         inversion.layer_output(cnn, x, "features.99")
+
+
+def test_optimize_a_model_that_writes_into_its_input():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 5 * 5, 3))
+    x = torch.rand(2, 3, 7, 7)
+    before = state_of(model)
+    result = inversion.optimize(model, x, "1", steps=3, progress=False)
+    assert result.images.shape == x.shape and torch.isfinite(result.images).all()
+    assert_unchanged(before, model)
+
+
+def test_rmse_per_image_and_of_one_image():
+    a, b = torch.rand(2, 3, 5, 4), torch.rand(2, 3, 5, 4)
+    loop = torch.stack([((a[i] - b[i]) ** 2).mean().sqrt() for i in range(2)])
+    assert torch.allclose(inversion.rmse(a, b), loop)
+    assert inversion.rmse(a[1], b[1]).shape == () and torch.allclose(inversion.rmse(a[1], b[1]), loop[1])
+    with pytest.raises(ValueError, match="b: expected the shape of a"):
+        inversion.rmse(a, b[:1])
+    assert inversion.ssim(a.double(), b.double()).dtype == torch.float64
+    with pytest.raises(TypeError, match="c: expected"):
+        inversion.align(torch.rand(2, 3).softmax(1), c="50")

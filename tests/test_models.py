@@ -157,3 +157,44 @@ def test_folding_batch_norm_keeps_the_outputs():
     assert [type(m) for m in plain.modules()] == [type(m) for m in models.ShapesCNN().modules()]
     x = torch.rand(4, 3, 64, 64)
     assert torch.allclose(plain(x), trained(x), atol=1e-5)
+
+
+def _random_statistics(bn: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        if bn.affine:
+            bn.weight.uniform_(0.5, 2)
+            bn.bias.uniform_(-1, 1)
+    return bn.eval()
+
+
+@pytest.mark.parametrize(
+    "layer, bn, shape",
+    [
+        (lambda: nn.Conv2d(3, 4, 3, bias=False), lambda: nn.BatchNorm2d(4), (2, 3, 9, 7)),
+        (lambda: nn.Conv1d(2, 4, 3), lambda: nn.BatchNorm1d(4), (2, 2, 9)),
+        (lambda: nn.Linear(5, 4), lambda: nn.BatchNorm1d(4), (3, 5)),
+        (lambda: nn.Conv2d(3, 4, 3), lambda: nn.BatchNorm2d(4, affine=False), (2, 3, 9, 7)),
+    ],
+)
+def test_merge_batch_norm_equals_the_layer_then_batch_norm(layer, bn, shape):
+    torch.manual_seed(0)
+    layer, bn, x = layer(), _random_statistics(bn()), torch.rand(shape)
+    with torch.no_grad():
+        assert torch.allclose(models.merge_batch_norm(layer, bn)(x), bn(layer(x)), atol=1e-6)
+
+
+def test_merge_and_fold_refuse_what_they_cannot_merge():
+    with pytest.raises(ValueError, match="bn: expected running statistics"):
+        models.merge_batch_norm(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    with pytest.raises(ValueError, match="bn: expected 5 features"):
+        models.merge_batch_norm(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(4))
+    with pytest.raises(TypeError, match="layer: expected"):
+        models.merge_batch_norm(nn.ConvTranspose2d(3, 4, 3), nn.BatchNorm2d(4))
+    with pytest.raises(TypeError, match="model: expected a ShapesCNN"):
+        models.fold_batch_norm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+    with pytest.raises(ValueError, match="labels: expected"):
+        models.accuracy(nn.Linear(4, 2), torch.rand(3, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="name: expected"):
+        models.load(["shapes_cnn"])

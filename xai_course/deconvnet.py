@@ -614,8 +614,12 @@ class UpsamplerResult:
 def downsample(images: torch.Tensor) -> torch.Tensor:
     """Half the resolution by averaging 2 x 2 blocks: the low-resolution images the upsampler starts from.
 
-    Chapter 07.
+    ``images`` (N, C, H, W) of at least 2 x 2 pixels; an odd last row or column is dropped. Chapter 07.
     """
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
+        raise TypeError(f"images: expected a float tensor (N, C, H, W), got {describe(images)}")
+    if min(images.shape[-2:]) < 2:
+        raise ValueError(f"images: expected images of at least 2 x 2 pixels, got {describe(images)}")
     return F.avg_pool2d(images, 2)
 
 

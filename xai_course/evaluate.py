@@ -56,7 +56,9 @@ from .core import (
     batch_slices,
     check_input,
     check_model,
+    check_number,
     check_positive_int,
+    check_seed,
     describe,
     model_guard,
     predict,
@@ -102,7 +104,7 @@ def random_attribution(model, x, target=None, *, seed: int = 0) -> torch.Tensor:
     """
     check_model(model)
     batched, unbatched = check_input(model, x)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_seed(seed))
     a = torch.rand(batched.shape, generator=g, dtype=batched.dtype).to(batched.device)
     return a[0] if unbatched else a
 
@@ -121,8 +123,13 @@ def gaussian_blur(x: torch.Tensor, klen: int = 11, sigma: float = 5.0) -> torch.
     """Blur each channel of ``x`` (N, C, H, W) or (N, C, L) with RISE's kernel and zero padding.
 
     The insertion substrate of Petsiuk et al. (klen 11, sigma 5); zero padding darkens
-    the border as in their code. Chapter 00.
+    the border as in their code. ``klen`` is odd, so the result has the shape of ``x``. Chapter 00.
     """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
+        raise TypeError(f"x: expected a float tensor (N, C, H, W) or (N, C, L), got {describe(x)}")
+    if check_positive_int("klen", klen) % 2 == 0:
+        raise ValueError(f"klen: expected an odd kernel length (centred, keeps the shape of x), got {klen}")
+    check_number("sigma", sigma, 0.0, strict=True)
     k = _rise_kernel(klen, sigma).to(x)
     n_spatial, c = x.ndim - 2, x.shape[1]
     conv = F.conv2d if n_spatial == 2 else F.conv1d
@@ -141,13 +148,15 @@ def _substrate(x: torch.Tensor, substrate, seed: int | None = None) -> torch.Ten
     of ``x`` or of one sample, and, where ``seed`` is given, ``"uniform"``.
     """
     if isinstance(substrate, (int, float)) and not isinstance(substrate, bool):
-        return torch.full_like(x, float(substrate))
+        return torch.full_like(x, check_number("substrate", substrate, -math.inf))
     if isinstance(substrate, torch.Tensor) and substrate.shape in (x.shape, x.shape[1:]):
-        return substrate.detach().to(x).expand_as(x)
+        if not torch.isfinite(substrate).all():
+            raise ValueError(f"substrate: expected finite values, got {describe(substrate)} containing NaN or inf")
+        return substrate.detach().to(x).expand_as(x).clone()  # a copy: the model may write into its input
     if isinstance(substrate, str) and substrate == "blur":
         return gaussian_blur(x)
     if isinstance(substrate, str) and substrate == "mean":
-        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
+        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x).clone()
     if isinstance(substrate, str) and substrate == "uniform" and seed is not None:
         g = torch.Generator().manual_seed(seed)
         noise = torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)
@@ -208,6 +217,8 @@ def _rank(relevance: torch.Tensor) -> torch.Tensor:
 
 def auc(scores: torch.Tensor) -> torch.Tensor:
     """Area under curves ``scores`` (N, T) by the trapezoid rule on [0, 1], RISE's ``auc``. Chapter 00."""
+    if not isinstance(scores, torch.Tensor) or not scores.is_floating_point() or scores.shape[-1:] < (2,):
+        raise TypeError(f"scores: expected a float tensor (N, T) of curves with T >= 2 points, got {describe(scores)}")
     return (scores.sum(-1) - scores[..., 0] / 2 - scores[..., -1] / 2) / (scores.shape[-1] - 1)
 
 
@@ -330,7 +341,7 @@ def pixel_flipping(
     check_positive_int("steps", steps)
     if steps > n_regions:
         raise ValueError(f"steps: expected at most the number of regions, {n_regions}, got {steps}")
-    background = _substrate(x, substrate, seed=seed)
+    background = _substrate(x, substrate, seed=check_seed(seed))
     relevance = torch.zeros(x.shape[0], n_regions, dtype=x.dtype, device=x.device)
     relevance.index_add_(1, ids, a.sum(1).flatten(1))
     rank = _rank(relevance)[:, ids]
@@ -545,6 +556,7 @@ def randomization_check(
     _check_method(method)
     check_model(model)
     x, _ = check_input(model, x)
+    check_seed(seed)
     with model_guard(model):
         model.eval()
         target = resolve_target(target, predict(model, x))
@@ -555,10 +567,10 @@ def randomization_check(
         if unknown or not stages:
             expected = f"names of sub-modules of model, e.g. {list(modules)[1:4]}"
             raise ValueError(f"layers: expected {expected}, got {layers!r}")
-        maps = [_check_attribution(method(model, x, target), x, "method's attribution")]
+        maps = [_check_attribution(method(model, x.clone(), target), x, "method's attribution")]
         for s, name in enumerate(stages):
             _reinitialise(modules[name], name, seed + s)
-            maps.append(_check_attribution(method(randomized, x, target), x, "method's attribution"))
+            maps.append(_check_attribution(method(randomized, x.clone(), target), x, "method's attribution"))
     attributions = torch.stack(maps)
     magnitude, signed = attributions.abs().sum(2).flatten(2), attributions.sum(2).flatten(2)
     rho_abs = torch.stack([spearman(magnitude[0], m) for m in magnitude[1:]])
@@ -625,7 +637,8 @@ def stability(
     x, _ = check_input(model, x)
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) < 2:
         raise ValueError(f"seeds: expected a sequence of at least two ints, got {describe(seeds)}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise > 0:
+    seeds = [check_seed(s) for s in seeds]
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 < noise < math.inf:
         raise ValueError(f"noise: expected a positive float (the radius of the uniform noise), got {noise!r}")
     check_positive_int("n_noise", n_noise)
     random = _takes_seed(method)
@@ -635,7 +648,8 @@ def stability(
 
         def explain(inputs: torch.Tensor, seed: int) -> torch.Tensor:
             kwargs = {"seed": seed} if random else {}
-            return _check_attribution(method(model, inputs, target, **kwargs), x, "method's attribution").flatten(1)
+            a = method(model, inputs.clone(), target, **kwargs)
+            return _check_attribution(a, x, "method's attribution").flatten(1)
 
         phi = explain(x, seeds[0])
         spread = torch.full((x.shape[0],), math.nan, dtype=x.dtype, device=x.device)
@@ -681,9 +695,9 @@ def _reference(x: torch.Tensor, reference) -> torch.Tensor | None:
         return None
     try:
         return _substrate(x, reference)
-    except ValueError:
+    except (ValueError, TypeError):
         raise ValueError(
-            f"reference: expected a float, 'blur', 'mean', a tensor of shape {tuple(x.shape)} or 'zero-output', "
+            f"reference: expected a finite float, 'blur', 'mean', a tensor of shape {tuple(x.shape)} or 'zero-output', "
             f"got {describe(reference)}"
         ) from None
 
@@ -809,6 +823,7 @@ def compare(
         _reference(images, reference)
     check_positive_int("steps", steps)
     check_positive_int("region", region)
+    check_seed(seed)
     n_regions = math.prod(math.ceil(size / region) for size in images.shape[2:])
     flipping = {"region": region, "steps": min(steps, n_regions), "seed": seed, "batch_size": batch_size}
     baseline = functools.partial(random_attribution, seed=seed)
@@ -817,8 +832,9 @@ def compare(
         model.eval()
         targets = resolve_target(targets, predict(model, images, batch_size))
         for name, method in tqdm({"random": baseline, **methods}.items(), desc="compare", disable=not progress):
+            inputs = images.clone()  # the method gets its own copy: a model may write into its input
             start = time.perf_counter()
-            a = method(model, images, targets)
+            a = method(model, inputs, targets)
             seconds = (time.perf_counter() - start) / images.shape[0]
             a = _check_attribution(a, images, f"methods[{name!r}]'s attribution")
             row = Scores(

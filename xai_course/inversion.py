@@ -126,7 +126,7 @@ def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) 
 
     handle = module.register_forward_hook(capture)
     try:
-        model(x)
+        model(x.clone())  # a copy: a model may write into its input (an in-place ReLU first), even a leaf x*
     except _Captured as captured:
         if not isinstance(captured.output, torch.Tensor):
             raise NotImplementedError(
@@ -255,12 +255,13 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, win_size: int | None = None, data_
     if win_size is None:
         win_size = min(7, side - (side % 2 == 0))
         if win_size < 3:
-            nan = torch.full((a.shape[0],), math.nan)
+            nan = torch.full((a.shape[0],), math.nan, dtype=a.dtype, device=a.device)
             return nan[0] if unbatched else nan
     check_positive_int("win_size", win_size, 3)
     if win_size % 2 == 0 or win_size > side:
         raise ValueError(f"win_size: expected an odd int <= the image side {side}, got {win_size}")
     n, c, h, w = a.shape
+    dtype = a.dtype
     a, b = (t.double().reshape(n * c, 1, h, w) for t in (a, b))
     mean = lambda t: F.avg_pool2d(t, win_size, stride=1)
     mu_a, mu_b = mean(a), mean(b)
@@ -270,13 +271,20 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, win_size: int | None = None, data_
     cov = unbiased * (mean(a * b) - mu_a * mu_b)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = (2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    s = s.view(n, -1).mean(1).float()
+    s = s.view(n, -1).mean(1).to(dtype)
     return s[0] if unbatched else s
 
 
 def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Root mean square of a - b over each image's C H W values, shape (N,). Chapter 04."""
-    return (a - b).flatten(1).pow(2).mean(1).sqrt()
+    """Root mean square of a - b over each image's C H W values, shape (N,) for (N, C, H, W), a scalar for
+    (C, H, W). Chapter 04.
+    """
+    a, unbatched = _per_image(a, "a")
+    b, _ = _per_image(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"b: expected the shape of a {tuple(a.shape)}, got {describe(b)}")
+    r = (a - b).flatten(1).pow(2).mean(1).sqrt()
+    return r[0] if unbatched else r
 
 
 def region_error(
@@ -776,6 +784,7 @@ def align(probabilities: torch.Tensor, truncation: int | None = None, c: float =
     if not isinstance(probabilities, torch.Tensor) or not probabilities.is_floating_point() or probabilities.ndim != 2:
         raise TypeError(f"probabilities: expected a float tensor (N, K), got {describe(probabilities)}")
     k = probabilities.shape[1] if truncation is None else check_positive_int("truncation", truncation)
+    c = check_number("c", c, -math.inf)
     if k > probabilities.shape[1]:
         raise ValueError(f"truncation: expected at most the number of classes {probabilities.shape[1]}, got {k}")
     top, index = probabilities.topk(k, dim=1)

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data
-from .core import predict
+from .core import describe, predict
 
 
 class ShapesCNN(nn.Module):
@@ -57,23 +57,41 @@ class ShapesCNN(nn.Module):
         return self.classifier(self.flatten(self.features(x)))
 
 
+def _check_merge(layer, bn) -> None:
+    """TypeError/ValueError unless ``bn`` (with running statistics) normalizes the outputs of ``layer``."""
+    if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        raise TypeError(f"layer: expected an nn.Conv1d, Conv2d, Conv3d or Linear, got {describe(layer)}")
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        raise TypeError(f"bn: expected an nn.BatchNorm1d, 2d or 3d, got {describe(bn)}")
+    if bn.running_mean is None:
+        raise ValueError("bn: expected running statistics to merge, got track_running_stats=False")
+    if bn.num_features != layer.weight.shape[0]:
+        raise ValueError(f"bn: expected {layer.weight.shape[0]} features (layer's outputs), got {bn.num_features}")
+
+
 def merge_batch_norm(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d) -> nn.Module:
     """A copy of ``layer`` that computes ``bn(layer(x))`` in eval mode.
 
     With s = gamma / sqrt(running_var + eps): W' = s W (per output channel) and
-    b' = s (b - running_mean) + beta. Chapter 00.
+    b' = s (b - running_mean) + beta; gamma = 1 and beta = 0 for ``affine=False``. ``layer`` is a
+    convolution (1-d, 2-d, 3-d) or a linear layer. Chapter 00.
     """
+    _check_merge(layer, bn)
     merged = copy.deepcopy(layer)
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    scale = gamma / torch.sqrt(bn.running_var + bn.eps)
     bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
     with torch.no_grad():
         merged.weight.copy_(layer.weight * scale.view(-1, *[1] * (layer.weight.ndim - 1)))
-        merged.bias = nn.Parameter(scale * (bias - bn.running_mean) + bn.bias.detach())
+        merged.bias = nn.Parameter(scale * (bias - bn.running_mean) + beta)
     return merged
 
 
 def fold_batch_norm(model: ShapesCNN) -> ShapesCNN:
     """The plain ``ShapesCNN`` equal (in eval mode) to a ``ShapesCNN(batch_norm=True)``. Chapter 00."""
+    if not isinstance(model, ShapesCNN):
+        raise TypeError(f"model: expected a ShapesCNN (for another model use merge_batch_norm), got {describe(model)}")
     layers = []
     for module in model.features:
         if isinstance(module, nn.BatchNorm2d):
@@ -222,7 +240,7 @@ DATASETS = {"shapes": _shapes, "timeseries": _timeseries, "loans": _loans}
 
 
 def _check_name(name: str) -> Recipe:
-    if name not in RECIPES:
+    if not isinstance(name, str) or name not in RECIPES:
         raise ValueError(f"name: expected one of the course models {sorted(RECIPES)}, got {name!r}")
     return RECIPES[name]
 
@@ -285,14 +303,23 @@ def train(name: str, seed: int = 0, progress: bool = True) -> nn.Module:
     return fold_batch_norm(model.eval()) if recipe.fold else model.eval()
 
 
+def _predicted(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The predicted classes (N,), after checking that ``labels`` holds one class index per image."""
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        raise TypeError(f"images, labels: expected tensors, labels of ints, got {describe(images)}, {describe(labels)}")
+    if labels.shape != images.shape[:1] or (labels < 0).any():
+        raise ValueError(f"labels: expected class indices >= 0 of shape ({len(images)},), got {describe(labels)}")
+    return predict(model, images).argmax(1)
+
+
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``images`` that ``model`` classifies as ``labels``. Chapter 00."""
-    return (predict(model, images).argmax(1) == labels).float().mean().item()
+    return (_predicted(model, images, labels) == labels).float().mean().item()
 
 
 def confusion_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Counts ``C[true, predicted]`` of ``model`` on ``images``, a (K, K) int64 tensor. Chapter 00."""
-    predicted = predict(model, images).argmax(1)
+    predicted = _predicted(model, images, labels)
     k = int(max(labels.max(), predicted.max())) + 1
     return torch.bincount(labels * k + predicted, minlength=k * k).view(k, k)
 
