@@ -84,3 +84,17 @@ def test_black_box_model_gets_a_clear_error(method):
     with pytest.raises(ValueError, match="model: expected logits that autograd can differentiate"):
         method(model, torch.rand(2, 1, 2, 2))
     assert_unchanged(before, model)
+
+
+def test_a_model_that_writes_into_its_input_gets_the_gradient_of_the_same_function():
+    from xai_course import deconvnet
+
+    torch.manual_seed(0)
+    conv, fc = nn.Conv2d(3, 2, 3), nn.Linear(18, 3)
+    in_place = nn.Sequential(nn.ReLU(inplace=True), conv, nn.Flatten(), fc).eval()
+    plain = nn.Sequential(nn.ReLU(), conv, nn.Flatten(), fc).eval()
+    x = torch.randn(2, 3, 5, 5)
+    before = x.clone()
+    for method in (gradient.saliency, gradient.gradient_x_input, deconvnet.guided_backprop):
+        assert torch.equal(method(in_place, x, 1), method(plain, x, 1))
+    assert torch.equal(x, before)

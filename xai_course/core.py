@@ -217,8 +217,8 @@ def set_threads(n: int = 2) -> int:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Logits of ``model`` on ``x``, computed in batches without gradients. Chapter 00."""
-    return torch.cat([model(x[s]) for s in batch_slices(x.shape[0], batch_size)])
+    """Logits of ``model`` on ``x``, computed in batches without gradients; x is never written to. Chapter 00."""
+    return torch.cat([model(x[s].clone()) for s in batch_slices(x.shape[0], batch_size)])  # copies: in-place models
 
 
 @dataclass

@@ -31,7 +31,7 @@ def _target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor,
         with torch.enable_grad():
             inputs = x.requires_grad_(True)  # check_input's copy
             with forward_mode or contextlib.nullcontext():
-                logits = model(inputs)
+                logits = model(inputs.clone())  # a model may write into its input; a leaf cannot be
             target = resolve_target(target, logits)
             if not logits.requires_grad:
                 raise ValueError(
