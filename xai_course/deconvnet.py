@@ -31,9 +31,9 @@ uneven overlap makes checkerboard artifacts (Odena, Dumoulin & Olah 2016); ``tra
 effects, and ``inversion.checkerboard`` measures the artifacts.
 
 Speed (``python benchmarks/deconvnet_speed.py``: 32 course images, ShapesCNN, median of 21): the same forward
-and backward pass as Captum's hooks, op for op, so the time ratio to Captum is close to 1: 0.94 to 0.96 for
-``deconvnet`` (its ReLU backward is one operation, Captum's two) and 0.96 to 1.00 for ``guided_backprop`` over
-five runs with one and two threads. Introduced in chapter 07.
+and backward pass as Captum's hooks, op for op, so the time ratio to Captum is close to 1: 0.94 to 0.99 for
+``deconvnet`` (its ReLU backward is one operation, Captum's two) and 0.96 to 1.01 (median 0.98) for
+``guided_backprop`` over ten runs with one and two threads. Introduced in chapter 07.
 """
 
 from __future__ import annotations
