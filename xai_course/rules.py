@@ -546,8 +546,10 @@ def _tournament(fitness: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _crossover(population: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Two-point crossover of the pairs (0, 1), (2, 3), ..., each with probability CROSSOVER (none with one feature:
-    swapping it would only swap the pair)."""
+    """Two-point crossover of the pairs (0, 1), (2, 3), ..., each with probability CROSSOVER.
+
+    None with one feature: swapping it would only swap the pair.
+    """
     n_pairs, m = population.shape[0] // 2, population.shape[1]
     if m < 2:
         return population.copy()
