@@ -1,5 +1,6 @@
 """core: input checks, targets, the model guard and batching."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_unchanged, state_of
@@ -163,11 +164,19 @@ def test_check_number_and_check_seed():
         with pytest.raises(TypeError, match="lr: expected a finite number"):
             core.check_number("lr", bad)
     assert core.check_seed(0) == 0
-    with pytest.raises(ValueError, match="seed: expected a non-negative int, got -1"):
+    with pytest.raises(ValueError, match="seed: expected a non-negative int or a torch.Generator, got -1"):
         core.check_seed(-1)
-    for bad in (1.0, True, None):
-        with pytest.raises(TypeError, match="seed"):
+    for bad in (1.0, True, None, np.random.default_rng(0)):
+        with pytest.raises(TypeError, match="seed: expected a non-negative int or a torch.Generator"):
             core.check_seed(bad)
+
+
+def test_check_seed_draws_from_a_generator():
+    g, same = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    first = core.check_seed(g)
+    assert isinstance(first, int) and 0 <= first < 2**62
+    assert first == core.check_seed(same)  # the same generator state gives the same seed
+    assert core.check_seed(g) != first  # and the generator moves on
 
 
 @pytest.mark.parametrize("env, n, expected", [(None, 2, 2), ("1", 2, 1), ("4", 2, 2), ("3", 1, 1), ("", 2, 2)])

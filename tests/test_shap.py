@@ -188,6 +188,9 @@ def test_kernel_converges_and_is_seeded():
     a = shap.kernel(model, x, segments=seg, n_samples=100, seed=5)
     assert torch.equal(a, shap.kernel(model, x, segments=seg, n_samples=100, seed=5))
     assert not torch.equal(a, shap.kernel(model, x, segments=seg, n_samples=100, seed=6))
+    g = lambda: torch.Generator().manual_seed(5)
+    b = shap.kernel(model, x, segments=seg, n_samples=100, seed=g())
+    assert torch.equal(b, shap.kernel(model, x, segments=seg, n_samples=100, seed=g())) and not torch.equal(a, b)
     delta = logit(model, x[None], 0) - logit(model, x.mean((1, 2), keepdim=True).expand_as(x)[None], 0)
     assert abs(a.sum() - delta[0]) < 1e-5  # efficiency holds at any budget
 

@@ -161,11 +161,13 @@ def check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -
 
 
 def check_seed(seed) -> int:
-    """Raise unless ``seed`` is a non-negative ``int``. Chapter 04."""
+    """``seed`` as a non-negative int: an int as given, or one drawn from a ``torch.Generator``. Chapter 04."""
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(2**62, (1,), generator=seed, device=seed.device))
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected a non-negative int, got {describe(seed)}")
+        raise TypeError(f"seed: expected a non-negative int or a torch.Generator, got {describe(seed)}")
     if seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {seed}")
+        raise ValueError(f"seed: expected a non-negative int or a torch.Generator, got {seed}")
     return seed
 
 

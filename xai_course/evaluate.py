@@ -556,7 +556,7 @@ def randomization_check(
     _check_method(method)
     check_model(model)
     x, _ = check_input(model, x)
-    check_seed(seed)
+    seed = check_seed(seed)
     with model_guard(model):
         model.eval()
         target = resolve_target(target, predict(model, x))
@@ -823,7 +823,7 @@ def compare(
         _reference(images, reference)
     check_positive_int("steps", steps)
     check_positive_int("region", region)
-    check_seed(seed)
+    seed = check_seed(seed)
     n_regions = math.prod(math.ceil(size / region) for size in images.shape[2:])
     flipping = {"region": region, "steps": min(steps, n_regions), "seed": seed, "batch_size": batch_size}
     baseline = functools.partial(random_attribution, seed=seed)

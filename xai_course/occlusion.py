@@ -49,6 +49,7 @@ from .core import (
     check_input,
     check_model,
     check_positive_int,
+    check_seed,
     describe,
     model_guard,
     output_like,
@@ -80,15 +81,6 @@ def _check_float(name: str, value, positive: bool = False) -> float:
     if positive and value <= 0:
         raise ValueError(f"{name}: expected a float > 0, got {value}")
     return float(value)
-
-
-def _base_seed(seed) -> int:
-    """A non-negative int from ``seed`` (an int, or a ``torch.Generator`` that draws one)."""
-    if isinstance(seed, torch.Generator):
-        return int(torch.randint(2**62, (1,), generator=seed))
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int or a torch.Generator, got {describe(seed)}")
-    return seed
 
 
 def _fill(value, x: torch.Tensor, name: str, allow_constant: bool = True) -> torch.Tensor:
@@ -332,7 +324,7 @@ def rise_masks(size, n_masks: int, *, grid: int = 8, p: float = 0.5, seed=0, sta
     check_positive_int("start", start, minimum=0)
     p = _check_probability("p", p)
     cells = tuple(math.ceil(n / grid) for n in size)
-    grids, shifts = _draw(_base_seed(seed), 0, slice(start, start + n_masks), (grid,) * len(size), cells, p)
+    grids, shifts = _draw(check_seed(seed), 0, slice(start, start + n_masks), (grid,) * len(size), cells, p)
     return resize(grids, size, up=tuple((grid + 1) * c for c in cells), shifts=shifts)
 
 
@@ -385,7 +377,7 @@ def rise(
     _check_spatial(x)
     for name, number in (("n_masks", n_masks), ("grid", grid), ("batch_size", batch_size)):
         check_positive_int(name, number)
-    p, seed, fill = _check_probability("p", p), _base_seed(seed), _fill(value, x, "value")
+    p, seed, fill = _check_probability("p", p), check_seed(seed), _fill(value, x, "value")
     with model_guard(model), torch.no_grad():
         model.eval()
         target = resolve_target(target, predict(model, x, batch_size))
@@ -569,7 +561,7 @@ def timereise(
     check_positive_int("batch_size", batch_size)
     probabilities = _check_values("probabilities", probabilities, _check_probability)
     slices = _check_values("slices", slices, check_positive_int)
-    seed, fill = _base_seed(seed), _fill(value, x, "value")
+    seed, fill = check_seed(seed), _fill(value, x, "value")
     with model_guard(model), torch.no_grad():
         model.eval()
         target = resolve_target(target, predict(model, x, batch_size))

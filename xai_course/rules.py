@@ -456,7 +456,7 @@ def surrogate_tree(
     if max_depth is not None:
         check_positive_int("max_depth", max_depth)
     check_positive_int("min_samples_leaf", min_samples_leaf)
-    check_seed(seed)
+    seed = check_seed(seed)
     labels = _labels_of(_as_predict(predict), rows)
     return _fit_tree(rows, labels, schema, seed, max_depth=max_depth, min_samples_leaf=min_samples_leaf)
 
@@ -712,7 +712,7 @@ def lore(
     """
     check_positive_int("n_neighbors", n_neighbors, 2)
     check_positive_int("generations", generations, 0)
-    check_seed(seed)
+    seed = check_seed(seed)
     if not isinstance(check, bool):
         raise TypeError(f"check: expected True or False, got {describe(check)}")
     predict = _as_predict(predict)
@@ -1172,7 +1172,7 @@ def concept_rules(
         raise ValueError(f"names: expected {pooled.shape[1]} distinct names (one per filter), got {len(names)}")
     if max_depth is not None:
         check_positive_int("max_depth", max_depth)
-    check_seed(seed)
+    seed = check_seed(seed)
     schema = Schema(names, {}, tuple(classes))
     return _fit_tree(pooled.double().cpu().numpy(), labels.cpu().numpy(), schema, seed, max_depth=max_depth)
 

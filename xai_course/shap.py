@@ -38,6 +38,7 @@ from .core import (
     check_input,
     check_model,
     check_positive_int,
+    check_seed,
     describe,
     model_guard,
     output_like,
@@ -353,11 +354,11 @@ def kernel(
     Evaluates ``n_samples`` coalitions (at most 2^M - 2, then the result equals ``exact``) chosen
     by ``kernel_coalitions`` plus the empty and full ones, and solves the weighted least squares
     with the efficiency constraint, so the attribution sums to f_c(x) - f_c(baseline). Same
-    ``seed``, same result. ``return_values=True`` also returns phi (N, M). Chapter 02.
+    ``seed`` (an int or a ``torch.Generator``), same result. ``return_values=True`` also returns
+    phi (N, M). Chapter 02.
     """
     check_positive_int("n_samples", n_samples)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative int, got {describe(seed)}")
+    seed = check_seed(seed)
     return _explain(model, x, target, segments, baseline, batch_size, _kernel_shap(n_samples, seed), return_values)
 
 
