@@ -465,6 +465,13 @@ def test_compare_optional_columns_and_bad_arguments():
     with pytest.raises(ValueError, match="methods\\['bad'\\]"):
         ev.compare({"bad": lambda m, x, t: x[:, :, :3]}, model, x, progress=False)
 
+    def failing(m, x, t):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory") as raised:
+        ev.compare({"lrp": failing}, model, x, progress=False)
+    assert "raised by methods['lrp'] in evaluate.compare" in raised.value.__notes__
+
 
 # ----------------------------------------------------------------------------- bad input and the model guard
 

@@ -834,7 +834,11 @@ def compare(
         for name, method in tqdm({"random": baseline, **methods}.items(), desc="compare", disable=not progress):
             inputs = images.clone()  # the method gets its own copy: a model may write into its input
             start = time.perf_counter()
-            a = method(model, inputs, targets)
+            try:
+                a = method(model, inputs, targets)
+            except Exception as error:
+                error.add_note(f"raised by methods[{name!r}] in evaluate.compare")
+                raise
             seconds = (time.perf_counter() - start) / images.shape[0]
             a = _check_attribution(a, images, f"methods[{name!r}]'s attribution")
             row = Scores(
