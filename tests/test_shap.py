@@ -311,6 +311,28 @@ def test_deep_summation_on_resnet_with_reused_inplace_relu():
     assert_unchanged(before, model)
 
 
+@pytest.mark.parametrize(
+    "activation",
+    [nn.GELU(), nn.SiLU(), nn.Mish(), nn.ReLU6(), nn.Hardswish(), nn.SELU(), nn.PReLU(4, 0.3), nn.Softsign()],
+    ids=lambda a: type(a).__name__,
+)
+def test_deep_rescale_on_any_elementwise_activation_matches_the_closed_form(activation):
+    """One hidden layer y = w2 . sigma(W1 x + b1): the rescale contributions of x_i, written out, per background."""
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), activation, nn.Linear(4, 3)).eval()
+    x, background = torch.randn(2, 3, 2, 2) * 2, torch.randn(5, 3, 2, 2) * 2
+    target = model(x).argmax(1)
+    phi = shap.deep(model, x, background=background)
+    w1, b1, w2 = model[1].weight, model[1].bias, model[3].weight
+    with torch.no_grad():
+        for n, t in enumerate(target.tolist()):
+            z, z_bar = (w1 @ x[n].flatten() + b1)[None], background.flatten(1) @ w1.T + b1  # (1, 4), (B, 4)
+            m = (activation(z) - activation(z_bar)) / (z - z_bar)  # rescale multiplier of each hidden unit
+            expected = ((m * w2[t]) @ w1 * (x[n].flatten() - background.flatten(1))).mean(0)
+            assert (phi[n].flatten() - expected).abs().max() < 1e-5
+    assert summation_error(model, x, background, phi) < 1e-5
+
+
 def test_deep_on_tiny_net_and_unbatched(tiny, images):
     background = torch.rand(5, 3, 8, 8)
     phi = shap.deep(tiny, images, background=background)
@@ -319,9 +341,9 @@ def test_deep_on_tiny_net_and_unbatched(tiny, images):
 
 
 def test_deep_refuses_what_it_cannot_handle(tiny, images):
-    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.GELU(), nn.Flatten(), nn.Linear(72, 2)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Softmax(dim=1), nn.Flatten(), nn.Linear(72, 2)).eval()
     before = state_of(model)
-    with pytest.raises(NotImplementedError, match="GELU.*supported.*ReLU"):
+    with pytest.raises(NotImplementedError, match="Softmax.*supported.*ReLU"):
         shap.deep(model, images, background=images)
     assert_unchanged(before, model)
 
