@@ -109,6 +109,31 @@ def test_grid_has_one_row_per_image_and_one_column_per_method():
         plot.grid(images, {"bad": torch.zeros(2, 3, 8, 8)})
 
 
+def test_shared_scale_keeps_amplitudes_comparable():
+    """Each map on its own scale hides that one map is ten times weaker; a shared scale shows it."""
+    strong = torch.zeros(2, 1, 8, 8)
+    strong[:, 0, 2, 3] = 10.0
+    weak = strong / 10
+    for normalize in (None, "max"):
+        fig = plot.grid(torch.rand(2, 3, 8, 8), {"strong": strong, "weak": weak}, normalize=normalize, shared=True)
+        assert {ax.images[0].get_clim() for ax in fig.axes[1::3] + fig.axes[2::3]} == {(-10.0, 10.0)}
+        weak_drawn = np.asarray(fig.axes[2].images[0].get_array())
+        assert weak_drawn.max() == 1.0  # drawn in its own units, a tenth of the colour range
+    robust = plot.grid(torch.rand(2, 3, 8, 8), {"strong": strong, "weak": weak}, shared=True)
+    assert 1.0 < robust.axes[1].images[0].get_clim()[1] < 10.0  # the 99.5th percentile of all 256 values
+    apart = plot.grid(torch.rand(2, 3, 8, 8), {"strong": strong, "weak": weak})
+    weak_alone = apart.axes[2].images[0]  # on its own scale the weak map looks as strong as the other
+    assert np.asarray(weak_alone.get_array()).max() == 1.0 and weak_alone.get_clim() == (-1, 1)
+    shown = plot.heatmap(weak[0], normalize=None, vmax=2.0)
+    assert shown.get_clim() == (-2.0, 2.0)
+    with pytest.raises(ValueError, match="vmax: only with normalize=None"):
+        plot.heatmap(weak[0], vmax=2.0)
+    with pytest.raises(ValueError, match="vmax: expected a finite number > 0"):
+        plot.heatmap(weak[0], normalize=None, vmax=0.0)
+    with pytest.raises(TypeError, match="shared"):
+        plot.grid(torch.rand(2, 3, 8, 8), {"weak": weak}, shared="yes")
+
+
 def test_curve_with_auc_in_legend():
     x = np.linspace(0, 1, 11)
     ax = plot.curve(x, [x, 1 - x], labels=["up", "down"], fill=True, xlabel="fraction removed")

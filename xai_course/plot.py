@@ -10,6 +10,7 @@ draw on a matplotlib ``Axes`` they are given, or on a new figure; they never cal
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -110,6 +111,15 @@ def _check_mode(mode, percentile: float, name: str) -> None:
         raise ValueError(f"percentile: expected a number in (0, 100], got {describe(percentile)}")
 
 
+def _check_vmax(vmax, mode: str | None) -> None:
+    if vmax is None:
+        return
+    if isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not 0 < vmax < math.inf:
+        raise ValueError(f"vmax: expected a finite number > 0 or None, got {describe(vmax)}")
+    if mode is not None:
+        raise ValueError(f"vmax: only with normalize=None (a normalized map lies in [-1, 1]), got normalize={mode!r}")
+
+
 def _scale(r: np.ndarray, mode: str | None, percentile: float) -> np.ndarray:
     """Divide ``r`` by its robust or absolute maximum and clip to [-1, 1]; zero stays zero."""
     if mode is None:
@@ -123,10 +133,12 @@ def _scale(r: np.ndarray, mode: str | None, percentile: float) -> np.ndarray:
     return np.clip(r / scale, -1.0, 1.0)
 
 
-def _limit(r: np.ndarray, mode: str | None) -> float:
-    """The colour limit ``vmax`` (with ``vmin = -vmax``) of a map scaled with ``mode``."""
+def _limit(r: np.ndarray, mode: str | None, vmax: float | None = None) -> float:
+    """The colour limit ``vmax`` (with ``vmin = -vmax``) of a map scaled with ``mode``, unless one is given."""
     if mode is not None:
         return 1.0
+    if vmax is not None:
+        return vmax
     largest = float(np.abs(r).max())
     return largest if largest > 0 else 1.0  # vmin == vmax == 0 would colour zero blue
 
@@ -172,6 +184,7 @@ def heatmap(
     title: str | None = None,
     colorbar: bool = False,
     cmap: str = CMAP,
+    vmax: float | None = None,
 ) -> AxesImage:
     """Draw one attribution map: red for, blue against, white no evidence.
 
@@ -185,6 +198,8 @@ def heatmap(
         are always symmetric (vmin = -vmax), so zero is white. With None the raw values
         are drawn between -max |R| and max |R|.
     title, colorbar, cmap : decoration; ``cmap`` should stay diverging and symmetric.
+    vmax : with ``normalize=None``, the colour limit instead of the map's own max |R|: maps
+        drawn with the same ``vmax`` can be compared by their amplitude (values beyond it saturate).
 
     Returns
     -------
@@ -193,6 +208,7 @@ def heatmap(
     _check_mode(normalize, percentile, "normalize")
     _check_ax(ax)
     _check_alpha(alpha)
+    _check_vmax(vmax, normalize)
     r = _scale(_as_map(attribution), normalize, percentile)
     if ax is None:
         _, ax = plt.subplots(figsize=(3, 3), layout="constrained")
@@ -201,7 +217,7 @@ def heatmap(
         if grey.shape != r.shape:
             raise ValueError(f"image: expected height and width {r.shape} like attribution, got {grey.shape}")
         ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
-    vmax = _limit(r, normalize)
+    vmax = _limit(r, normalize, vmax)
     shown = ax.imshow(r, cmap=cmap, vmin=-vmax, vmax=vmax, alpha=alpha if image is not None else None)
     _no_ticks(ax)
     if title is not None:
@@ -273,6 +289,7 @@ def grid(
     figsize: tuple[float, float] | None = None,
     normalize: str | None = "robust",
     colorbar: bool = False,
+    shared: bool = False,
 ) -> Figure:
     """A figure of images x methods: one row per image, the image first, then one map per method.
 
@@ -285,12 +302,17 @@ def grid(
     cmap, normalize : as in ``heatmap``; each map is normalized on its own.
     colorbar : add one colour bar for all maps (with ``normalize=None`` each map keeps its
         own scale and the bar shows the last one's).
+    shared : draw every map on one colour scale, the 99.5th percentile of |R| over all maps
+        (``normalize="robust"``) or their max |R|, so that amplitudes can be compared across
+        images and methods; by default each map is scaled on its own.
 
     Returns
     -------
     The ``Figure``, with N x (1 + len(maps)) axes (plus the colour bar). Chapter 00.
     """
     _check_mode(normalize, 99.5, "normalize")
+    if not isinstance(shared, bool):
+        raise TypeError(f"shared: expected True or False, got {describe(shared)}")
     if maps is not None and not isinstance(maps, Mapping):
         raise TypeError(f"maps: expected a dict method name -> attributions, got {describe(maps)}")
     pictures = _as_batch(images)
@@ -309,10 +331,11 @@ def grid(
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=figsize or (1.8 * n_cols, 1.8 * n_rows), squeeze=False, layout="constrained"
     )
+    vmax = _shared_limit(list(maps.values()), normalize) if shared and maps else None
     for i, picture in enumerate(pictures):
         axes[i, 0].imshow(picture)
         for j, value in enumerate(maps.values(), start=1):
-            shown = heatmap(value[i], ax=axes[i, j], normalize=normalize, cmap=cmap)
+            shown = heatmap(value[i], ax=axes[i, j], normalize=None if shared else normalize, cmap=cmap, vmax=vmax)
         if row_labels is not None:
             axes[i, 0].set_ylabel(str(row_labels[i]))
     for j, title in enumerate(titles):
@@ -320,8 +343,17 @@ def grid(
     for ax in axes.flat:
         _no_ticks(ax)
     if colorbar and maps:
-        fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, label=_bar_label(normalize))
+        fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, label=_bar_label(None if shared else normalize))
     return fig
+
+
+def _shared_limit(maps: list[np.ndarray], mode: str | None) -> float:
+    """One colour limit for batches of maps (N, C, H, W) or (N, H, W), channels summed."""
+    magnitude = np.abs(np.concatenate([(m.sum(axis=1) if m.ndim == 4 else m).ravel() for m in maps]))
+    limit = np.percentile(magnitude, 99.5) if mode == "robust" else 0.0
+    if limit == 0:
+        limit = magnitude.max()
+    return float(limit) if limit > 0 else 1.0
 
 
 def _class_indices(labels, n: int, classes: Sequence[str] | None) -> list[int]:
