@@ -120,14 +120,20 @@ def _check_vmax(vmax, mode: str | None) -> None:
         raise ValueError(f"vmax: only with normalize=None (a normalized map lies in [-1, 1]), got normalize={mode!r}")
 
 
+def _largest(r: np.ndarray, mode: str | None, percentile: float) -> float:
+    """The robust (``percentile`` of |r|) or absolute maximum of |r|; 0 only for an all-zero ``r``."""
+    magnitude = np.abs(r)
+    scale = np.percentile(magnitude, percentile) if mode == "robust" else 0.0
+    if scale == 0:  # mode "max" or None, or a sparse map whose percentile is zero
+        scale = magnitude.max()
+    return float(scale)
+
+
 def _scale(r: np.ndarray, mode: str | None, percentile: float) -> np.ndarray:
     """Divide ``r`` by its robust or absolute maximum and clip to [-1, 1]; zero stays zero."""
     if mode is None:
         return r
-    magnitude = np.abs(r)
-    scale = np.percentile(magnitude, percentile) if mode == "robust" else 0.0
-    if scale == 0:  # mode "max", or a sparse map whose percentile is zero
-        scale = magnitude.max()
+    scale = _largest(r, mode, percentile)
     if scale == 0:  # an all-zero map: nothing to normalize
         return np.zeros_like(r)
     return np.clip(r / scale, -1.0, 1.0)
@@ -300,8 +306,8 @@ def grid(
     row_labels : N labels written left of the rows (e.g. class names).
     col_labels : 1 + len(maps) column titles; default "image" and the method names.
     cmap, normalize : as in ``heatmap``; each map is normalized on its own.
-    colorbar : add one colour bar for all maps (with ``normalize=None`` each map keeps its
-        own scale and the bar shows the last one's).
+    colorbar : add one colour bar for all maps (with ``normalize=None`` and without ``shared``
+        each map keeps its own scale and the bar shows the last one's).
     shared : draw every map on one colour scale, the 99.5th percentile of |R| over all maps
         (``normalize="robust"``) or their max |R|, so that amplitudes can be compared across
         images and methods; by default each map is scaled on its own.
@@ -349,11 +355,8 @@ def grid(
 
 def _shared_limit(maps: list[np.ndarray], mode: str | None) -> float:
     """One colour limit for batches of maps (N, C, H, W) or (N, H, W), channels summed."""
-    magnitude = np.abs(np.concatenate([(m.sum(axis=1) if m.ndim == 4 else m).ravel() for m in maps]))
-    limit = np.percentile(magnitude, 99.5) if mode == "robust" else 0.0
-    if limit == 0:
-        limit = magnitude.max()
-    return float(limit) if limit > 0 else 1.0
+    limit = _largest(np.concatenate([(m.sum(axis=1) if m.ndim == 4 else m).ravel() for m in maps]), mode, 99.5)
+    return limit if limit > 0 else 1.0
 
 
 def _class_indices(labels, n: int, classes: Sequence[str] | None) -> list[int]:
