@@ -2,7 +2,13 @@
 
 import hashlib
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,6 +149,167 @@ def test_command_line_verify(capsys):
 
     main(["verify"])
     assert "ok  shapes_cnn.pt" in capsys.readouterr().out
+
+
+def _data_folder(tmp_path, monkeypatch, manifest_text: str) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(manifest_text)
+    monkeypatch.setenv("XAI_COURSE_DATA", str(folder))
+    return folder
+
+
+_HASH = "0" * 64
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("{not json", "expected JSON"), ('["w.pt"]', "expected an object name -> entry, got a JSON list"),
+     ('{"w.pt": 3}', "entry 'w.pt': expected an object"),
+     ('{"w.pt": {"size": 3, "command": "c"}}', "entry 'w.pt' has no key 'sha256'"),
+     (json.dumps({"w.pt": {"sha256": _HASH, "command": "c"}}), "entry 'w.pt' has no key 'size'"),
+     ('{"w.pt": {"sha256": "abc", "size": 3}}', "entry 'w.pt', key 'sha256'"),
+     (json.dumps({"w.pt": {"sha256": _HASH, "size": "3"}}), "entry 'w.pt', key 'size'")],
+)  # fmt: skip
+def test_a_broken_manifest_gets_a_value_error_that_names_it(tmp_path, monkeypatch, text, message):
+    folder = _data_folder(tmp_path, monkeypatch, text)
+    match = re.escape(f"manifest {folder / 'manifest.json'}") + ".*" + re.escape(message)
+    for call in (data.manifest, data.verify, lambda: data.path("w.pt")):
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+@pytest.mark.parametrize(
+    "name", ["../../../etc/hostname", "../outside.pt", "sub/w.pt", "sub\\w.pt", "/etc/hostname", "C:w.pt", "..",
+             ".", "", "manifest.json"],
+)  # fmt: skip
+def test_path_and_ship_refuse_a_name_outside_the_data_folder(tmp_path, monkeypatch, name):
+    """Even listed in the manifest with the true size and hash of the file it reaches, such a name is refused."""
+    folder = tmp_path / "a" / "b" / "data"  # so that ../../../etc/hostname reaches tmp_path/etc/hostname
+    reached = (folder / name).resolve() if name else folder
+    for file in (tmp_path / "etc" / "hostname", tmp_path / "a" / "b" / "outside.pt", folder / "sub" / "w.pt"):
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(b"not a course file")
+    entries = {}
+    if reached.is_file() and name != "manifest.json":
+        entries[name] = {"sha256": data.sha256(reached), "size": reached.stat().st_size, "command": "c"}
+    assert entries or not name.startswith("../"), "the traversal names are listed with their true hash"
+    _data_folder(tmp_path / "a" / "b", monkeypatch, json.dumps(entries))
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match=f"name: .*got {re.escape(repr(name))}"):
+        data.path(name)
+    if entries:
+        with pytest.raises(ValueError, match=f"name: .*got {re.escape(repr(name))}"):
+            data.verify()
+    with pytest.raises(ValueError, match=f"name: .*got {re.escape(repr(name))}"):
+        data.ship(name, {"weight": torch.zeros(1)}, "c")
+    assert sorted(tmp_path.rglob("*")) == before and data.manifest() == entries, "nothing was written"
+
+
+def test_path_checks_the_size_before_the_hash(tmp_path, monkeypatch):
+    folder = _data_folder(tmp_path, monkeypatch, "{}")
+    data.ship("w.pt", {"weight": torch.arange(6.0)}, "python -m xai_course train w")
+    file, original = folder / "w.pt", (folder / "w.pt").read_bytes()
+    hashed, real_sha256 = [], data.sha256
+    monkeypatch.setattr(data, "sha256", lambda path: hashed.append(path) or real_sha256(path))
+    file.write_bytes(original + b"x")
+    with pytest.raises(OSError, match=f"w.pt .*{len(original) + 1} bytes, the manifest says {len(original)}"):
+        data.path("w.pt")
+    assert hashed == [], "a wrong size is caught without reading the file"
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 1
+    file.write_bytes(bytes(flipped))
+    with pytest.raises(OSError, match="w.pt .*SHA-256 .* does not match.*python -m xai_course train w"):
+        data.path("w.pt")
+    assert hashed == [file]
+    file.write_bytes(original)
+    assert data.path("w.pt") == file
+
+
+def test_data_dir_takes_only_the_course_s_own_files(tmp_path, monkeypatch):
+    """A ``data/manifest.json`` of another project beside the installed package is never taken."""
+    monkeypatch.delenv("XAI_COURSE_DATA", raising=False)
+    course = data.data_dir()
+    site = tmp_path / "site-packages"
+    package, foreign = site / "xai_course", site / "data"
+    package.mkdir(parents=True)
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text(json.dumps({"other.pt": {"sha256": _HASH, "size": 1}}))
+    monkeypatch.setattr(data, "_PACKAGE", package)
+    with pytest.raises(FileNotFoundError, match=f"no manifest.json .*{re.escape(str(package / 'shipped'))}"):
+        data.data_dir()
+    (site / "pyproject.toml").write_text('[project]\nname = "other-project"\n')
+    with pytest.raises(FileNotFoundError, match="no pyproject.toml of xai-course"):
+        data.data_dir()
+    (site / "pyproject.toml").write_text('[project]\nname = "xai-course"\n')  # now the package runs from a clone
+    assert data.data_dir() == foreign
+    shutil.copytree(course, package / "shipped")
+    assert data.data_dir() == package / "shipped", "the package's own copy comes first"
+    (site / "pyproject.toml").unlink()
+    assert data.data_dir() == package / "shipped" and data.verify() == sorted(data.manifest())
+
+
+def test_a_data_folder_set_by_the_environment_must_hold_a_manifest(tmp_path, monkeypatch):
+    monkeypatch.setenv("XAI_COURSE_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"XAI_COURSE_DATA: .*{re.escape(repr(str(tmp_path)))}"):
+        data.data_dir()
+
+
+# ----------------------------------------------------------------------------- installs carry the shipped files
+
+_REPOSITORY = Path(__file__).resolve().parent.parent
+_PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+_OFFLINE_BUILD = ["--no-deps", "--no-build-isolation", "--no-index", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """The files a build reads, copied, so that building leaves the working tree alone."""
+    copy = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(_REPOSITORY / name, copy / name)
+    for name in ("xai_course", "data"):
+        shutil.copytree(_REPOSITORY / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def _run(command: list, **kwargs) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_a_target_install_loads_models_from_its_own_copy(source, tmp_path):
+    target, elsewhere = tmp_path / "target", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _run([*_PIP, "install", *_OFFLINE_BUILD, "--target", str(target), str(source)], cwd=elsewhere)
+    (target / "data").mkdir()  # another project's files under the generic name, beside the package
+    (target / "data" / "manifest.json").write_text("{}")
+    env = {key: value for key, value in os.environ.items() if key != "XAI_COURSE_DATA"}
+    env.update(PYTHONPATH=str(target), OMP_NUM_THREADS="1")
+    script = "from xai_course import data, models; models.load('shapes_cnn'); print(models.__file__, data.data_dir())"
+    module, folder = map(Path, _run([sys.executable, "-c", script], cwd=elsewhere, env=env).split())
+    assert module == target.resolve() / "xai_course" / "models.py"
+    assert folder == target.resolve() / "xai_course" / "shipped"
+    shipped = json.loads((source / "data" / "manifest.json").read_text())
+    assert json.loads((folder / "manifest.json").read_text()) == shipped
+    assert sorted(file.name for file in folder.iterdir()) == sorted([*shipped, "manifest.json"])
+
+
+def test_the_wheel_carries_every_shipped_file_inside_the_package(source, tmp_path):
+    _run([*_PIP, "wheel", *_OFFLINE_BUILD, "--wheel-dir", str(tmp_path), str(source)], cwd=tmp_path)
+    (wheel,) = tmp_path.glob("xai_course-*.whl")
+    shipped = json.loads((source / "data" / "manifest.json").read_text())
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert json.loads(archive.read("xai_course/shipped/manifest.json")) == shipped
+        for name, entry in shipped.items():
+            content = archive.read(f"xai_course/shipped/{name}")
+            assert len(content) == entry["size"] and hashlib.sha256(content).hexdigest() == entry["sha256"], name
+    assert {name for name in names if name.startswith("xai_course/shipped/")} == {
+        f"xai_course/shipped/{name}" for name in [*shipped, "manifest.json"]
+    }
+    assert not [name for name in names if ".data/" in name], "nothing goes to <prefix>/share any more"
 
 
 # ----------------------------------------------------------------------------- time series (chapter 03)

@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import os
-import sys
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -507,23 +507,84 @@ def loans(n: int, split: str = "test", seed: int = 0) -> Loans:
 # ----------------------------------------------------------------------------- shipped files
 
 
+_PACKAGE = Path(__file__).resolve().parent  # the folder of the package's modules
+_PROJECT_NAME = re.compile(r"""^name\s*=\s*["']xai-course["']\s*$""", re.MULTILINE)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _repository_data() -> Path | None:
+    """The repository's ``data/`` when the package runs from the repository, else None.
+
+    The package runs from the repository (a clone on the path, or ``pip install -e .``) when the folder above it
+    holds the ``pyproject.toml`` of this project, ``name = "xai-course"``; a folder named ``data`` beside an
+    installed package (another project's, in ``site-packages``) is never taken.
+    """
+    try:
+        text = (_PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _PACKAGE.parent / "data" if _PROJECT_NAME.search(text) else None
+
+
 def data_dir() -> Path:
-    """The folder of shipped files: ``$XAI_COURSE_DATA``, the repository's ``data/``, or the installed copy."""
-    candidates = [Path(__file__).resolve().parent.parent / "data", Path(sys.prefix) / "share" / "xai-course" / "data"]
-    if os.environ.get("XAI_COURSE_DATA"):
-        candidates.insert(0, Path(os.environ["XAI_COURSE_DATA"]))
+    """The folder of shipped files: ``manifest.json`` and the weights it lists. Chapter 00.
+
+    Searched in this order: ``$XAI_COURSE_DATA`` when it is set (the folder must then hold a ``manifest.json``);
+    the package's own copy ``xai_course/shipped/``, which every install from a wheel (regular, ``--user``,
+    ``--target``) puts beside the modules; the repository's ``data/`` when the package runs from the repository
+    (an editable install or a clone), recognised by the ``pyproject.toml`` that names the project ``xai-course``.
+    """
+    override = os.environ.get("XAI_COURSE_DATA")
+    if override:
+        if not (Path(override) / "manifest.json").is_file():
+            raise FileNotFoundError(f"XAI_COURSE_DATA: expected a folder that holds manifest.json, got {override!r}")
+        return Path(override)
+    candidates = [_PACKAGE / "shipped"]
+    repository = _repository_data()
+    if repository is not None:
+        candidates.append(repository)
     for folder in candidates:
         if (folder / "manifest.json").is_file():
             return folder
-    raise FileNotFoundError(f"no manifest.json found in any of: {', '.join(map(str, candidates))}")
+    searched = ", ".join(map(str, candidates))
+    if repository is None:
+        searched += f" (not {_PACKAGE.parent / 'data'}: no pyproject.toml of xai-course beside the package)"
+    raise FileNotFoundError(
+        f"no manifest.json of the course's shipped files found in {searched}; reinstall the package, or set "
+        "XAI_COURSE_DATA to the folder that holds them"
+    )
 
 
 def manifest() -> dict:
-    """The manifest of shipped files: name -> {sha256, size, command}."""
-    return json.loads((data_dir() / "manifest.json").read_text())
+    """The manifest of shipped files: name -> {sha256, size, command}. Chapter 00.
+
+    A manifest that is not JSON, or not an object of entries, gets a ``ValueError`` naming the file; an entry
+    without a ``sha256`` (64 hex digits) or a ``size`` (bytes, an int >= 0) one naming the entry and the key.
+    """
+    file = data_dir() / "manifest.json"
+    try:
+        entries = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"manifest {file}: expected JSON, got text that does not parse ({error})") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"manifest {file}: expected an object name -> entry, got a JSON {type(entries).__name__}")
+    for name, entry in entries.items():
+        where = f"manifest {file}: entry {name!r}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object {{sha256, size, command}}, got {entry!r}")
+        for key in ("sha256", "size"):
+            if key not in entry:
+                raise ValueError(f"{where} has no key {key!r}")
+        digest, size = entry["sha256"], entry["size"]
+        if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+            raise ValueError(f"{where}, key 'sha256': expected 64 lowercase hex digits, got {digest!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"{where}, key 'size': expected the file's size in bytes, an int >= 0, got {size!r}")
+    return entries
 
 
 def sha256(path: Path) -> str:
+    """The SHA-256 of the file at ``path`` as 64 hex digits, read in blocks of 1 MiB. Chapter 00."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -531,20 +592,50 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_file_name(name) -> str:
+    """``name`` if it is a plain file name inside the data folder, else a ``ValueError`` that names it."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..", "manifest.json")
+        or any(character in name for character in "/\\:\0")
+    ):
+        raise ValueError(
+            "name: expected the plain name of a file inside the data folder (no '/', '\\' or ':', not '.', '..' "
+            f"or 'manifest.json'), got {name!r}"
+        )
+    return name
+
+
+def _restore(name: str, entry: dict) -> str:
+    rebuild = f" or rebuild it with `{entry['command']}`" if entry.get("command") else ""
+    return f"restore it (`git checkout data/{name}` in the repository, or reinstall the package){rebuild}"
+
+
 def path(name: str) -> Path:
-    """Path of the shipped file ``name`` after checking its size and SHA-256. Chapter 00."""
+    """Path of the shipped file ``name`` after checking its size, then its SHA-256. Chapter 00.
+
+    ``name`` must be a plain file name listed in the manifest; a name with a separator, ``..`` or a drive is
+    refused even when the manifest lists it.
+    """
+    _check_file_name(name)
+    folder = data_dir()
     entries = manifest()
     if name not in entries:
         raise ValueError(f"name: expected one of the shipped files {sorted(entries)}, got {name!r}")
-    file = data_dir() / name
+    entry, file = entries[name], folder / name
     if not file.is_file():
-        raise FileNotFoundError(f"shipped file {name} is missing from {data_dir()}")
+        raise FileNotFoundError(f"shipped file {name} is missing from {folder}; {_restore(name, entry)}")
+    size = file.stat().st_size
+    if size != entry["size"]:
+        raise OSError(
+            f"shipped file {name} is corrupt or was changed: {size} bytes, the manifest says {entry['size']}; "
+            f"{_restore(name, entry)}"
+        )
     actual = sha256(file)
-    if actual != entries[name]["sha256"]:
+    if actual != entry["sha256"]:
         raise OSError(
             f"shipped file {name} is corrupt or was changed: SHA-256 {actual} does not match the manifest "
-            f"({entries[name]['sha256']}); restore it with `git checkout data/{name}` or rebuild it with "
-            f"`{entries[name]['command']}`"
+            f"({entry['sha256']}); {_restore(name, entry)}"
         )
     return file
 
@@ -552,19 +643,20 @@ def path(name: str) -> Path:
 def ship(name: str, state: dict, command: str) -> dict:
     """Save ``state`` (a ``state_dict``) as the shipped file ``name`` and record it in the manifest.
 
-    Writes ``data_dir() / name`` with ``torch.save``, then the manifest entry: its SHA-256, its size in
-    bytes and ``command``, the command line that rebuilds it. Returns the entry. Used by ``models.ship``
-    and ``inversion.ship``. Chapter 00.
+    ``name`` must be a plain file name (as for ``path``). Writes ``data_dir() / name`` with ``torch.save``,
+    then the manifest entry: its SHA-256, its size in bytes and ``command``, the command line that rebuilds it.
+    Returns the entry. Used by ``models.ship`` and ``inversion.ship``. Chapter 00.
     """
+    _check_file_name(name)
     folder = data_dir()
+    entries = manifest()  # a broken manifest stops here, before any file is written
     file = folder / name
     torch.save(state, file)
-    entries = manifest()
     entries[name] = {"sha256": sha256(file), "size": file.stat().st_size, "command": command}
-    (folder / "manifest.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    (folder / "manifest.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return entries[name]
 
 
 def verify() -> list[str]:
-    """Check the SHA-256 of every shipped file against the manifest; return their names. Chapter 00."""
+    """Check the size and SHA-256 of every shipped file against the manifest; return their names. Chapter 00."""
     return [path(name).name for name in sorted(manifest())]
