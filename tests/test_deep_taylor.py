@@ -351,7 +351,7 @@ def test_contract_unbatched_dtype_errors_and_the_model_left_unchanged():
         deep_taylor.explain(model, x, input_rule="z+")
     with pytest.raises(ValueError, match="x: expected values within the zB bounds"):
         deep_taylor.explain(model, x + 0.5)
-    with pytest.raises(TypeError, match="low: expected a number or a tensor"):
+    with pytest.raises(TypeError, match="low: expected a number or a float tensor"):
         deep_taylor.explain(model, x, low="0")
     with pytest.raises(ValueError, match="expected low < high"):
         deep_taylor.explain(model, x, low=1.0, high=0.0)

@@ -27,7 +27,8 @@ def test_notebook_metadata_matches_the_kernel(path):
     """JupyterLab writes the kernel's language_info and kernelspec on open; if they are missing the notebook
     shows as modified before the student has done anything."""
     metadata = json.loads(path.read_text())["metadata"]
-    assert metadata.get("kernelspec") == {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    kernelspec = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    assert metadata.get("kernelspec") == kernelspec
     info = metadata.get("language_info", {})
     assert info.get("name") == "python" and info.get("pygments_lexer") == "ipython3", info
     assert set(info) >= {"codemirror_mode", "file_extension", "mimetype", "nbconvert_exporter", "version"}, info

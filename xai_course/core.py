@@ -8,10 +8,14 @@ contract cheap to keep. Introduced in chapter 00.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
 import os
+import re
+import traceback
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -107,6 +111,7 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     ``None`` means the predicted class (argmax of ``logits``), an ``int`` is used
     for every sample, a tensor must hold one index per sample. Chapter 00.
     """
+    check_logits(logits)
     if logits.ndim != 2:
         raise ValueError(
             f"model: expected logits of shape (N, classes), got an output of shape {tuple(logits.shape)}; "
@@ -135,9 +140,32 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     return target
 
 
+def check_logits(logits) -> torch.Tensor:
+    """Raise a ``TypeError`` unless the model's output ``logits`` is a tensor (not a tuple, dict, ...). Chapter 00."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(
+            f"model: expected a model that returns a tensor of logits (N, classes), got one that returns "
+            f"{describe(logits)}; wrap it, e.g. nn.Sequential(model, PickFirst()) with a module returning out[0]"
+        )
+    return logits
+
+
+def check_differentiable(output: torch.Tensor, what: str = "logits") -> torch.Tensor:
+    """Raise a ``ValueError`` unless autograd can differentiate the model's ``output`` (computed from an input
+    that requires gradients); ``what`` names it in the message. Chapter 00."""
+    if not output.requires_grad:
+        raise ValueError(
+            f"model: expected {what} that autograd can differentiate with respect to x, got {what} without a "
+            "gradient (the forward pass runs under torch.no_grad or detaches); for a black box use a method "
+            "that needs only outputs (chapters 02 and 03, guide.choose(access='outputs'))"
+        )
+    return output
+
+
 def output_like(attribution: torch.Tensor, x: torch.Tensor, unbatched: bool) -> torch.Tensor:
-    """Return ``attribution`` detached, with the dtype and device of ``x``, unbatched if ``x`` was. Chapter 00."""
-    attribution = attribution.detach().to(dtype=x.dtype, device=x.device)
+    """``attribution`` detached, as an ordinary tensor (contiguous, writable: no expanded view) with the dtype and
+    device of ``x``, unbatched if ``x`` was. Chapter 00."""
+    attribution = attribution.detach().to(dtype=x.dtype, device=x.device).contiguous()
     return attribution[0] if unbatched else attribution
 
 
@@ -217,10 +245,81 @@ def set_threads(n: int = 2) -> int:
     return n
 
 
+def _raised_here(error: BaseException) -> bool:
+    """Whether ``error`` is one of the package's own clear errors (raised by its code, not inside torch)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    package = os.path.dirname(os.path.abspath(__file__))
+    ours = bool(frames) and os.path.dirname(os.path.abspath(frames[-1].filename)) == package
+    named = re.match(r"[A-Za-z_][\w.,' \[\]]*: ", str(error)) is not None  # "name: expected ...", not torch's
+    return ours and named and isinstance(error, (ValueError, TypeError, NotImplementedError))
+
+
+def _first_layer(model: nn.Module) -> str:
+    """What the model's first convolution or linear layer expects, for error messages."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return f"its first convolution '{name}' expects {m.in_channels} channels"
+        if isinstance(m, nn.Linear):
+            return f"its first linear layer '{name}' expects {m.in_features} features per sample"
+    return "see the error below"
+
+
+def _diagnose(model: nn.Module, x, name: str, error: BaseException) -> None:
+    """Raise a clear error if ``x`` does not fit ``model`` or the model's output is not differentiable logits.
+
+    Called when a method failed with ``error``: one sample of ``x`` is run through the model alone. If that
+    also fails, or returns something other than logits (N, classes) with a gradient, the message says so
+    (naming ``x`` or ``model``) instead of the error from deep inside; otherwise it returns and ``error`` stands.
+    """
+    if _raised_here(error) or not isinstance(model, nn.Module):
+        return
+    try:
+        batch, _ = check_input(model, x, name)
+    except (TypeError, ValueError):
+        return
+    with model_guard(model), torch.enable_grad():
+        model.eval()
+        probe = batch[:1].clone().requires_grad_(True)
+        try:
+            logits = model(probe.clone())
+        except Exception as failure:
+            raise ValueError(
+                f"{name}: the model cannot take {describe(batch)}: {_first_layer(model)}; the forward pass "
+                f"raised {type(failure).__name__}: {failure}"
+            ) from failure
+    check_logits(logits)
+    if logits.ndim != 2:
+        resolve_target(None, logits)  # raises its message about the shape of the logits
+    check_differentiable(logits)
+
+
+def contract(method: Callable) -> Callable:
+    """Decorator of every public method with arguments ``model`` and ``x``: a clear error when the call fails
+    because ``model`` is not a module, ``x`` does not fit the model or the model does not return logits.
+
+    The checks cost nothing on a successful call: the diagnosis runs only after a failure, and an error the
+    package raised itself (a ``ValueError`` or ``TypeError`` naming an argument) passes unchanged. Chapter 00.
+    """
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def checked(*args, **kwargs):
+        arguments = signature.bind_partial(*args, **kwargs).arguments
+        model, x = arguments.get("model"), arguments.get("x")
+        check_model(model)
+        try:
+            return method(*args, **kwargs)
+        except Exception as error:
+            _diagnose(model, x, "x", error)
+            raise
+
+    return checked
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` on ``x``, computed in batches without gradients; x is never written to. Chapter 00."""
-    return torch.cat([model(x[s].clone()) for s in batch_slices(x.shape[0], batch_size)])  # copies: in-place models
+    return torch.cat([check_logits(model(x[s].clone())) for s in batch_slices(x.shape[0], batch_size)])  # copies
 
 
 @dataclass

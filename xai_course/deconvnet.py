@@ -58,6 +58,7 @@ from .core import (
     check_number,
     check_positive_int,
     check_seed,
+    contract,
     describe,
     model_guard,
     output_like,
@@ -127,6 +128,7 @@ def _modified_gradient(model, x, target, guided: bool) -> torch.Tensor:
     return output_like(r, x, unbatched)
 
 
+@contract
 def deconvnet(model, x, target=None) -> torch.Tensor:
     """The deconvnet map of the target's logit (Zeiler & Fergus 2014), as a modified gradient.
 
@@ -138,6 +140,7 @@ def deconvnet(model, x, target=None) -> torch.Tensor:
     return _modified_gradient(model, x, target, guided=False)
 
 
+@contract
 def guided_backprop(model, x, target=None) -> torch.Tensor:
     """Guided backprop (Springenberg et al. 2015): R_in = R_out 1[z > 0] 1[R_out > 0] at every ReLU call.
 
@@ -365,6 +368,7 @@ def _keep(a: torch.Tensor, channel: int, positions: torch.Tensor | None) -> torc
     return kept
 
 
+@contract
 def project(model, x, layer: str, channel: int, *, position=None) -> torch.Tensor:
     """The deconvolutional network of Zeiler & Fergus (2014): one feature of ``layer`` projected to pixel space.
 
@@ -519,6 +523,7 @@ class TargetSimilarity:
     maps: torch.Tensor
 
 
+@contract
 def target_similarity(method: Callable, model, x, targets=None) -> TargetSimilarity:
     """Explain every image of ``x`` for several targets and measure how similar the maps are.
 

@@ -60,15 +60,6 @@ DIRECTIONS = ("zplus", "zb", "w2")
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)  # outputs >= 0: the domain of z+
 
 
-def _check_bounds(low, high) -> None:
-    """low and high: numbers or tensors, with low < high."""
-    for name, value in (("low", low), ("high", high)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-            raise TypeError(f"{name}: expected a number or a tensor broadcastable to x, got {core.describe(value)}")
-    if not (torch.as_tensor(low) < torch.as_tensor(high)).all():
-        raise ValueError(f"low, high: expected low < high, got {core.describe(low)} and {core.describe(high)}")
-
-
 def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
     """The ``lrp.Composite`` of deep Taylor decomposition: z+ without bias everywhere, ``input_rule`` at the input.
 
@@ -78,7 +69,7 @@ def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
     """
     if input_rule not in INPUT_RULES:
         raise ValueError(f"input_rule: expected one of {list(INPUT_RULES)}, got {core.describe(input_rule)}")
-    _check_bounds(low, high)
+    lrp.check_bounds(low, high)
     first = {"zb": lrp.ZBox(low, high), "w2": lrp.WSquare(), "zplus": None}[input_rule]
     return lrp.Composite(first=first, conv=lrp.ZPlusNoBias(), linear=lrp.ZPlusNoBias(), norm="zplus")
 
@@ -94,6 +85,7 @@ def _check_activations(model: nn.Module) -> None:
         )
 
 
+@core.contract
 def explain(model, x, target=None, *, input_rule: str = "zb", low=0.0, high=1.0, return_layers: bool = False):
     """Deep Taylor decomposition of the target's logit onto the input (Montavon et al. 2017).
 
@@ -343,6 +335,7 @@ def _shifted_copies(model: nn.Module, x: torch.Tensor, m: torch.Tensor) -> tuple
     return f, x_f, g, x_f + m
 
 
+@core.contract
 def input_invariance(model, x, shift, target=None, *, low=0.0, high=1.0) -> InvarianceResult:
     """The input-invariance test of Kindermans et al. (2019, "The (un)reliability of saliency methods").
 
@@ -364,6 +357,7 @@ def input_invariance(model, x, shift, target=None, *, low=0.0, high=1.0) -> Inva
     """
     core.check_model(model)
     x, _ = core.check_input(model, x)
+    lrp.check_bounds(low, high)
     m = _shift(shift, x)
     f, x_f, g, x_g = _shifted_copies(model, x, m)
     if x_f.shape != x.shape:

@@ -59,6 +59,7 @@ from .core import (
     check_number,
     check_positive_int,
     check_seed,
+    contract,
     describe,
     model_guard,
     predict,
@@ -97,14 +98,19 @@ def _relative(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.where(den > 0, 1.0), torch.where(num > 0, math.inf, 0.0))
 
 
+@contract
 def random_attribution(model, x, target=None, *, seed: int = 0) -> torch.Tensor:
     """The random baseline: uniform noise in [0, 1) of the shape of ``x``, the same for the same seed.
 
-    Every comparison includes it for scale. Chapter 00.
+    Every comparison includes it for scale. The model runs once, so that ``x`` and ``target`` are checked
+    like any method's. Chapter 00.
     """
     check_model(model)
     batched, unbatched = check_input(model, x)
     g = torch.Generator().manual_seed(check_seed(seed))
+    with model_guard(model):
+        model.eval()
+        resolve_target(target, predict(model, batched))
     a = torch.rand(batched.shape, generator=g, dtype=batched.dtype).to(batched.device)
     return a[0] if unbatched else a
 
@@ -263,6 +269,7 @@ def _causal_metric(model, x, target, attribution, steps, substrate, batch_size, 
     return CurveResult(fractions, scores, area, area.mean().item(), target)
 
 
+@contract
 def deletion(
     model, x, target, attribution, *, steps: int = 64, substrate: Substrate = 0.0, batch_size: int = 128
 ) -> CurveResult:
@@ -283,6 +290,7 @@ def deletion(
     return _causal_metric(model, x, target, attribution, steps, substrate, batch_size, insert=False)
 
 
+@contract
 def insertion(
     model, x, target, attribution, *, steps: int = 64, substrate: Substrate = "blur", batch_size: int = 128
 ) -> CurveResult:
@@ -302,6 +310,7 @@ def _region_ids(shape: Sequence[int], region: int) -> torch.Tensor:
     return ids.flatten()
 
 
+@contract
 def pixel_flipping(
     model,
     x,
@@ -478,6 +487,7 @@ def _has_parameters(module: nn.Module) -> bool:
     return next(module.parameters(recurse=False), None) is not None
 
 
+@contract
 def layers_top_down(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of the modules that hold parameters, in reverse order of their first call on ``x[:1]``.
 
@@ -535,6 +545,7 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.tensor([structural_similarity(p, q, data_range=1.0, win_size=win) for p, q in pairs])
 
 
+@contract
 def randomization_check(
     method: Method, model, x, target=None, *, layers: Sequence[str] | None = None, seed: int = 0
 ) -> RandomizationResult:
@@ -608,6 +619,7 @@ def _takes_seed(method: Method) -> bool:
         return False
 
 
+@contract
 def stability(
     method: Method,
     model,
@@ -702,6 +714,7 @@ def _reference(x: torch.Tensor, reference) -> torch.Tensor | None:
         ) from None
 
 
+@contract
 def completeness_error(attribution, model, x, target=None, *, reference: Substrate = 0.0) -> CompletenessResult:
     """Completeness (summation-to-delta) of ``attribution``: |sum R - (f_c(x) - f_c(reference))| per image.
 

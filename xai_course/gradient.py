@@ -12,7 +12,7 @@ import contextlib
 
 import torch
 
-from .core import check_input, check_model, model_guard, output_like, resolve_target
+from .core import check_differentiable, check_input, check_model, contract, model_guard, output_like, resolve_target
 
 
 def _target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -33,17 +33,13 @@ def _target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor,
             with forward_mode or contextlib.nullcontext():
                 logits = model(inputs.clone())  # a model may write into its input; a leaf cannot be
             target = resolve_target(target, logits)
-            if not logits.requires_grad:
-                raise ValueError(
-                    "model: expected logits that autograd can differentiate with respect to x, got logits without a "
-                    "gradient (the forward pass runs under torch.no_grad or detaches); for a black box use a method "
-                    "that needs only outputs (chapters 02 and 03, guide.choose(access='outputs'))"
-                )
+            check_differentiable(logits)
             score = logits.gather(1, target.unsqueeze(1)).sum()
             (grad,) = torch.autograd.grad(score, inputs)
     return x.detach(), grad, unbatched
 
 
+@contract
 def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
     """Gradient of the target logit with respect to the input.
 
@@ -54,6 +50,7 @@ def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
     return output_like(grad.abs() if abs else grad, x, unbatched)
 
 
+@contract
 def gradient_x_input(model, x, target=None) -> torch.Tensor:
     """Gradient of the target logit times the input, x * dS_c/dx. Same shape as ``x``. Chapter 00."""
     x, grad, unbatched = _target_gradient(model, x, target)

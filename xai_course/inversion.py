@@ -47,11 +47,13 @@ from tqdm.auto import tqdm
 from . import data, models
 from .core import (
     batch_slices,
+    check_differentiable,
     check_input,
     check_model,
     check_number,
     check_positive_int,
     check_seed,
+    contract,
     describe,
     model_guard,
 )
@@ -139,11 +141,14 @@ def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) 
     raise ValueError(f"layer: {layer!r} is never called in the model's forward pass")
 
 
+@contract
 def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """phi(x) inside a larger computation: gradients kept, no checks or guard (``features`` has them). Chapter 04."""
+    """phi(x) inside a larger computation: gradients kept, no guard (``features`` has one); x is checked. Chapter 04."""
+    check_input(model, x.detach() if isinstance(x, torch.Tensor) else x)
     return _features(model, submodule(model, layer), x, layer)
 
 
+@contract
 def features(model, x, layer: str) -> torch.Tensor:
     """phi(x), the output of the module ``layer`` on ``x``, detached (no gradients, model in eval mode). Chapter 04."""
     check_model(model)
@@ -168,6 +173,7 @@ def _units(module: nn.Module, prefix: str = ""):
             yield f"{prefix}{name}", child
 
 
+@contract
 def blocks(model, x) -> list[str]:
     """The default layers of ``reconstruct_layers``: the output of every block of ``model``.
 
@@ -413,7 +419,8 @@ def _invert(
     history = torch.empty(steps, x.shape[0])
     with torch.enable_grad():
         for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-            feature_loss = (_features(model, module, x_star, layer) - phi0).flatten(1).pow(2).sum(1) / norm0
+            phi = check_differentiable(_features(model, module, x_star, layer), f"the features of layer {layer}")
+            feature_loss = (phi - phi0).flatten(1).pow(2).sum(1) / norm0
             objective = feature_loss
             if alpha_weight:
                 objective = objective + alpha_weight * alpha_prior(x_star, alpha)
@@ -443,6 +450,7 @@ def _optimize_prepared(model, x, layer, start, unbatched, kw) -> Inversion:
     return _result(x_star, x, phi_star, phi0, layer, unbatched, history)
 
 
+@contract
 def optimize(
     model,
     x,
@@ -497,6 +505,7 @@ def optimize(
     return _optimize_prepared(model, x, layer, start, unbatched, {**kw, "progress": progress, "desc": layer})
 
 
+@contract
 def reconstruct_layers(model, x, layers: Sequence[str] | None = None, *, progress: bool = True, **kwargs):
     """``optimize`` at every layer of ``layers`` (default: ``blocks(model, x)``, the output of every block).
 
@@ -545,6 +554,7 @@ class Solutions:
     results: list
 
 
+@contract
 def many_solutions(model, x, layer: str, *, seeds: int | Sequence[int] = 4, progress: bool = True, **kwargs):
     """``optimize`` from several random starts: many images x* share the features of x.
 
@@ -716,6 +726,7 @@ def train_decoder(
     return decoder.eval()
 
 
+@contract
 def decode(model, decoder: Decoder, x) -> Inversion:
     """Reconstruct ``x`` with a trained decoder: f(phi(x)), with the same errors as ``optimize``. Chapter 04."""
     check_model(model)
@@ -869,6 +880,7 @@ def _vector_result(model, x_star, x, unbatched) -> Inversion:
     return _result(x_star, x, _probabilities(model, x_star), _probabilities(model, x), "prediction vector", unbatched)
 
 
+@contract
 def invert_predictions(model, attack: Attack, x) -> Inversion:
     """Reconstruct ``x`` from the prediction vectors the model releases for it, with a trained attack. Chapter 04."""
     check_model(model)
@@ -899,6 +911,7 @@ def class_means(model, auxiliary) -> torch.Tensor:
     return means
 
 
+@contract
 def class_mean_baseline(model, auxiliary, x) -> Inversion:
     """The trivial attack: the mean auxiliary image of the class the model predicts for each x (``class_means``).
 

@@ -328,7 +328,23 @@ class Composite:
         return cls(first=first, conv=conv[name], linear=Epsilon(epsilon))
 
 
+def check_bounds(low, high) -> None:
+    """Raise unless ``low`` and ``high`` (the input range of zB) are finite numbers or float tensors, low < high.
+
+    Chapter 01."""
+    for name, value in (("low", low), ("high", high)):
+        real = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (real or (isinstance(value, torch.Tensor) and value.is_floating_point())):
+            expected = "a number or a float tensor broadcastable to x"
+            raise TypeError(f"{name}: expected {expected}, got {core.describe(value)}")
+        if not torch.isfinite(torch.as_tensor(value)).all():
+            raise ValueError(f"{name}: expected finite values, got {core.describe(value)} with NaN or inf")
+    if not (torch.as_tensor(low) < torch.as_tensor(high)).all():
+        raise ValueError(f"low, high: expected low < high, got {core.describe(low)} and {core.describe(high)}")
+
+
 def _composite(composite, low=0.0, high=1.0) -> Composite:
+    check_bounds(low, high)
     if isinstance(composite, Composite):
         return composite
     if isinstance(composite, str):
@@ -452,9 +468,10 @@ def _uses_constants(rule: Rule | None) -> bool:
 
 
 def _is_model_input(a: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether ``a`` holds the values of the model input ``x`` in their order: x itself or a reshape (nn.Flatten)."""
-    same_memory = a.data_ptr() == x.data_ptr() and a.numel() == x.numel()
-    return a is x or (same_memory and a.is_contiguous() and x.is_contiguous())
+    """Whether ``a`` holds the values of the model input ``x`` in their order: x, a copy or a reshape (nn.Flatten).
+
+    Compared by value, so that a model whose first layer is an in-place ReLU is read as its non-in-place twin."""
+    return a is x or (a.shape[0] == x.shape[0] and a.numel() == x.numel() and torch.equal(a.reshape(-1), x.reshape(-1)))
 
 
 def _check_first_input(rule: Rule, name: str, a: torch.Tensor, run: _Run) -> None:
@@ -559,7 +576,8 @@ def _install(model: nn.Module, run: _Run) -> None:
 def _propagate(model: nn.Module, target, run: _Run, return_layers: bool):
     """One forward pass with the hooks, one backward pass: the pixel relevance and, if asked, every layer's."""
     _install(model, run)
-    logits = model(run.x).flatten(1)  # (N, classes), also for an output of shape (N, classes, 1, ...)
+    # a copy: a model may write into its input; flatten: (N, classes) also for an output (N, classes, 1, ...)
+    logits = model(run.x.clone()).flatten(1)
     target = core.resolve_target(target, logits)
     onehot = F.one_hot(target, logits.shape[1]).to(logits)
     names = [n for n in run.inputs if not _is_model_input(run.inputs[n], run.x)] if return_layers else []
@@ -577,6 +595,7 @@ def _propagate(model: nn.Module, target, run: _Run, return_layers: bool):
     return relevance, layers
 
 
+@core.contract
 def explain(
     model,
     x,
@@ -839,6 +858,7 @@ def _make_sum(gm: fx.GraphModule, node: fx.Node) -> None:
     gm.graph.erase_node(node)
 
 
+@core.contract
 def canonize(model, x=None) -> fx.GraphModule:
     """A copy of ``model`` that LRP can explain: BatchNorm merged, residual additions made explicit.
 

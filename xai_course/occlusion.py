@@ -50,6 +50,7 @@ from .core import (
     check_model,
     check_positive_int,
     check_seed,
+    contract,
     describe,
     model_guard,
     output_like,
@@ -86,6 +87,8 @@ def _check_float(name: str, value, positive: bool = False) -> float:
 def _fill(value, x: torch.Tensor, name: str, allow_constant: bool = True) -> torch.Tensor:
     """The values hidden positions take, a tensor of the shape of ``x``: a float, "mean" or a tensor."""
     if allow_constant and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: expected a finite number, got {value}")
         return torch.full_like(x, float(value))
     if allow_constant and isinstance(value, str) and value == "mean":
         return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
@@ -179,6 +182,7 @@ def _occlusion(model, x, target, window, stride, value, name, batch_size, allow_
     return output_like(attribution, x, unbatched)
 
 
+@contract
 def sliding_window(
     model: nn.Module,
     x: torch.Tensor,
@@ -209,6 +213,7 @@ def sliding_window(
     return _occlusion(model, x, target, window, stride, value, "value", batch_size)
 
 
+@contract
 def overlay(
     model: nn.Module,
     x: torch.Tensor,
@@ -342,6 +347,7 @@ def _rise_one(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torc
     return saliency / (n_masks * p)
 
 
+@contract
 def rise(
     model: nn.Module,
     x: torch.Tensor,
@@ -403,6 +409,7 @@ def _check_layer(model: nn.Module, layer) -> nn.Module:
     raise TypeError(f"layer: expected a sub-module of model or its name ({example}), got {describe(layer)}")
 
 
+@contract
 def feature_maps(model: nn.Module, x: torch.Tensor, layer, batch_size: int = BATCH_SIZE):
     """The logits of ``model`` on ``x`` and the output of ``layer`` (a sub-module or its name). Chapter 03."""
     check_model(model)
@@ -444,6 +451,7 @@ def _sidu_one(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) 
     return resize((weights * binary.double()).sum(0, keepdim=True), x_n.shape[1:])[0] / a.shape[0]
 
 
+@contract
 def sidu(
     model: nn.Module,
     x: torch.Tensor,
@@ -522,6 +530,7 @@ def _timereise_one(model, x_n, fill_n, t, n_masks, probabilities, slices, seed, 
     return torch.where(occurrence > 0, total / occurrence.clamp(min=1e-12), 0.0)
 
 
+@contract
 def timereise(
     model: nn.Module,
     x: torch.Tensor,

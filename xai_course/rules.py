@@ -51,6 +51,7 @@ from .core import (
     check_number,
     check_positive_int,
     check_seed,
+    contract,
     describe,
     model_guard,
     predict,
@@ -1071,6 +1072,7 @@ def _pooled(maps: torch.Tensor) -> torch.Tensor:
     return maps.flatten(2).amax(2)
 
 
+@contract
 def concept_activations(model: nn.Module, x: torch.Tensor, *, layer="features", batch_size: int = 256):
     """One forward pass: the model's labels (N,), its maps (N, C, h, w) at ``layer`` and their global maxima (N, C).
 

@@ -39,6 +39,7 @@ from .core import (
     check_model,
     check_positive_int,
     check_seed,
+    contract,
     describe,
     model_guard,
     output_like,
@@ -117,8 +118,10 @@ def _baseline(baseline, x: torch.Tensor) -> torch.Tensor:
     if isinstance(baseline, str) and baseline == "blur":
         return _blur(x, sigma=max(x.shape[-2:]) / 16)
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        return torch.full_like(x, float(baseline))
+        baseline = torch.tensor(float(baseline))
     if isinstance(baseline, torch.Tensor) and baseline.is_floating_point():
+        if not torch.isfinite(baseline).all():
+            raise ValueError(f"baseline: expected finite values, got {describe(baseline)} with NaN or inf")
         try:
             return baseline.to(x).expand_as(x)
         except RuntimeError:
@@ -224,6 +227,7 @@ def _exact_shapley(v: Callable, m: int) -> torch.Tensor:
     return shapley_from_values(v(_bits(torch.arange(2**m), m)))
 
 
+@contract
 def exact(
     model: nn.Module,
     x: torch.Tensor,
@@ -337,6 +341,7 @@ def _kernel_shap(n_samples: int, seed: int) -> Callable:
     return shapley
 
 
+@contract
 def kernel(
     model: nn.Module,
     x: torch.Tensor,
@@ -504,6 +509,7 @@ def _check_summation(contributions: torch.Tensor, delta_f: torch.Tensor) -> None
         )
 
 
+@contract
 def deep(model: nn.Module, x: torch.Tensor, target=None, *, background: torch.Tensor) -> torch.Tensor:
     """Deep SHAP: DeepLIFT rescale attributions against each background row, averaged.
 
@@ -549,6 +555,7 @@ def _deep_one(model: nn.Module, x_n: torch.Tensor, t: int, background: torch.Ten
 # ----------------------------------------------------------------------------- local to global
 
 
+@contract
 def global_importance(
     explain: Callable, model: nn.Module, x: torch.Tensor, labels=None, *, reduce: str = "class", **parameters
 ) -> torch.Tensor:

@@ -48,10 +48,16 @@ def _control(name: str, spec, default) -> widgets.ValueWidget:
 
     ``(min, max, step)`` gives a slider (an IntSlider if all three are ints), a list a
     Dropdown, a bool a Checkbox. ``default`` (from the callback's signature) is the
-    initial value when it fits. Chapter 00.
+    initial value when it fits. Every label is shown whole (``description_width: initial``). Chapter 00.
     """
+    control = _make_control(name, spec, default)
+    control.description = control.description or name
+    control.style.description_width = "initial"  # the default width cuts labels such as "model_name" short
+    return control
+
+
+def _make_control(name: str, spec, default) -> widgets.ValueWidget:
     if isinstance(spec, widgets.ValueWidget):
-        spec.description = spec.description or name
         return spec
     if isinstance(spec, bool):
         return widgets.Checkbox(value=spec, description=name)
