@@ -34,7 +34,7 @@ METHODS = {
     and {"model", "x"} <= set(inspect.signature(function).parameters)
 }
 FAST = {"n_masks": 8, "n_samples": 32, "steps": 2, "seeds": 2, "n_noise": 2, "progress": False}
-BAD_VALUES = {"nan": math.nan, "inf": math.inf, "text": "a", "nan tensor": "nan tensor"}
+BAD_VALUES = {"nan": math.nan, "inf": math.inf, "text": "a", "nan tensor": "nan tensor", "short tensor": "short"}
 
 
 def test_the_sweep_finds_the_methods():
@@ -277,7 +277,8 @@ SETTINGS = [(n, p) for n, f in METHODS.items() for p in _tunable(f)]
 def test_a_bad_setting_gets_a_clear_error(name, parameter, bad, base, x):
     arguments = _arguments(name, base, x, x)
     value = BAD_VALUES[bad]
-    arguments[parameter] = torch.full(x.shape[1:], math.nan) if value == "nan tensor" else value
+    tensors = {"nan tensor": torch.full(x.shape[1:], math.nan), "short": torch.zeros(5)}
+    arguments[parameter] = tensors.get(value, value)
     _assert_clear(name, arguments, parameter, base)
 
 
@@ -328,3 +329,20 @@ def test_an_inplace_first_relu_gives_the_same_answer_as_its_twin(name, base, x):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
     assert torch.equal(x, kept), f"{name} wrote into x"
     assert_unchanged(before, inplace)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_maps_once_returned_as_views_are_writable(dtype):
+    """sliding_window(window=16, stride=16), overlay, and RISE/SIDU in float64 used to return an expanded view:
+    a.mul_(2) raised and writing one value changed three channels."""
+    model, x = xc.models.load("shapes_cnn").to(dtype), xc.data.canonical(1).images.to(dtype)
+    maps = [
+        xc.occlusion.sliding_window(model, x, window=16, stride=16),
+        xc.occlusion.overlay(model, x, occluder=x.flip(-1), window=16, stride=16),
+        xc.occlusion.rise(model, x, n_masks=16),
+        xc.occlusion.sidu(model, x, layer="features"),
+    ]
+    for a in maps:
+        a.mul_(2)
+        a[0, 0, 0, 0] = 12345.0
+        assert (a == 12345.0).sum() == 1

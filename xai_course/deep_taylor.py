@@ -104,7 +104,7 @@ def explain(model, x, target=None, *, input_rule: str = "zb", low=0.0, high=1.0,
     """
     _check_activations(model)
     rules = composite(input_rule, low=low, high=high)
-    return lrp.explain(model, x, target, composite=rules, return_layers=return_layers)
+    return lrp.explain(model, x, target, composite=rules, low=low, high=high, return_layers=return_layers)
 
 
 def zero_biases(model: nn.Module) -> nn.Module:
@@ -357,7 +357,7 @@ def input_invariance(model, x, shift, target=None, *, low=0.0, high=1.0) -> Inva
     """
     core.check_model(model)
     x, _ = core.check_input(model, x)
-    lrp.check_bounds(low, high)
+    lrp.check_bounds(low, high, x.shape)
     m = _shift(shift, x)
     f, x_f, g, x_g = _shifted_copies(model, x, m)
     if x_f.shape != x.shape:

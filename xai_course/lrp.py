@@ -328,17 +328,25 @@ class Composite:
         return cls(first=first, conv=conv[name], linear=Epsilon(epsilon))
 
 
-def check_bounds(low, high) -> None:
-    """Raise unless ``low`` and ``high`` (the input range of zB) are finite numbers or float tensors, low < high.
+def _broadcasts(shape: torch.Size, to: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, to) == to
+    except RuntimeError:
+        return False
 
-    Chapter 01."""
+
+def check_bounds(low, high, shape: torch.Size | None = None) -> None:
+    """Raise unless ``low`` and ``high`` (the input range of zB) are finite numbers or float tensors, low < high,
+    broadcastable to ``shape`` (that of x) when it is given. Chapter 01."""
     for name, value in (("low", low), ("high", high)):
         real = isinstance(value, (int, float)) and not isinstance(value, bool)
+        expected = "a number or a float tensor broadcastable to x" + ("" if shape is None else f" {tuple(shape)}")
         if not (real or (isinstance(value, torch.Tensor) and value.is_floating_point())):
-            expected = "a number or a float tensor broadcastable to x"
             raise TypeError(f"{name}: expected {expected}, got {core.describe(value)}")
         if not torch.isfinite(torch.as_tensor(value)).all():
             raise ValueError(f"{name}: expected finite values, got {core.describe(value)} with NaN or inf")
+        if shape is not None and not _broadcasts(torch.as_tensor(value).shape, shape):
+            raise ValueError(f"{name}: expected {expected}, got {core.describe(value)}")
     if not (torch.as_tensor(low) < torch.as_tensor(high)).all():
         raise ValueError(f"low, high: expected low < high, got {core.describe(low)} and {core.describe(high)}")
 
@@ -627,6 +635,7 @@ def explain(
     """
     core.check_model(model)
     x, unbatched = core.check_input(model, x)
+    check_bounds(low, high, x.shape)
     composite = _composite(composite, low, high)
     report = check_model(model, composite, maxpool=maxpool)
     if not report.ok:
