@@ -107,10 +107,10 @@ def test_controls_and_callback_parameters_are_checked():
 def test_labels_are_shown_whole():
     """The default description width cuts "model_name" to "model_na..."; every control shows its whole label."""
 
-    def show(model_name="a", epsilon=1e-6, flag=True, steps=3):
+    def show(image=0, model_name="a", epsilon=1e-6, flag=True, steps=3):
         return "ok"
 
-    box = xw.explorer(show, model_name=["a", "b"], flag=True, steps=(1, 5, 1),
+    box = xw.explorer(show, np.zeros((2, 3, 4, 4)), model_name=["a", "b"], flag=True, steps=(1, 5, 1),
                       epsilon=widgets.FloatLogSlider(value=1e-6, min=-6, max=1))  # fmt: skip
     widths = {name: c.style.description_width for name, c in box.controls.items()}
     assert widths == dict.fromkeys(box.controls, "initial")

@@ -209,9 +209,8 @@ def explorer(callback: Callable, images=None, *, cache_size: int = 32, **paramet
             raise ValueError("image: given both as images and as a parameter widget; pass only one")
         if not isinstance(images, (torch.Tensor, np.ndarray)) or images.ndim != 4 or len(images) == 0:
             raise ValueError(f"images: expected a tensor (N, 3, H, W) with N >= 1, got {describe(images)}")
-        controls["image"] = widgets.IntSlider(
-            min=0, max=len(images) - 1, value=0, description="image", continuous_update=False
-        )
+        slider = widgets.IntSlider(min=0, max=len(images) - 1, value=0, description="image", continuous_update=False)
+        controls["image"] = _control("image", slider, 0)
     for name, spec in parameter_widgets.items():
         controls[name] = _control(name, spec, defaults.get(name))
     return Explorer(callback, images, controls, cache_size)
