@@ -1038,7 +1038,8 @@ def train(name: str, seed: int = 0, progress: bool = True) -> Decoder | Attack:
     """Train the decoder or attack ``name`` (``DECODERS``, ``ATTACKS``) from scratch, deterministically.
 
     ``train_decoder`` or ``train_attack`` on ``recipe_data(name)``, run on ``recipe.threads`` torch threads
-    (restored afterwards), so the weights are the same bits whatever the machine's thread count. Shipped
+    (restored afterwards), so the weights do not depend on the machine's thread count: the same bits on the same
+    CPU and PyTorch build, equal up to float rounding on another (another instruction set rounds otherwise). Shipped
     weights are ``train(name).state_dict()`` saved as ``data/<name>.pt`` (``ship``); ``load`` reads them.
     Chapter 04.
     """
