@@ -41,7 +41,7 @@ def measure(path: Path) -> tuple[float, float]:
 def main(paths: list[str]) -> int:
     if any(p.startswith("-") for p in paths):  # --help and any option: there are none
         print(__doc__)
-        return 0 if paths == ["--help"] or paths == ["-h"] else 2
+        return 0 if paths[0] in ("-h", "--help") else 2
     notebooks = [Path(p) for p in paths] or sorted((ROOT / "notebooks").glob("*.ipynb"))
     failed = False
     print(f"{'notebook':40s} {'time (s)':>9s} {'peak (MB)':>10s}  within budget")
