@@ -346,3 +346,39 @@ def test_the_maps_once_returned_as_views_are_writable(dtype):
         a.mul_(2)
         a[0, 0, 0, 0] = 12345.0
         assert (a == 12345.0).sum() == 1
+
+
+OTHER_WORLDS = {  # other architectures and inputs: a residual network, a multilayer perceptron on a table
+    "residual": (lambda: xc.models.load("shapes_resnet"), lambda: xc.data.canonical(2).images),
+    "table": (lambda: xc.models.load("loan_mlp"), lambda: xc.data.loans(2, seed=4).features),
+}
+
+
+@pytest.mark.parametrize("world", OTHER_WORLDS)
+@pytest.mark.parametrize("name", METHODS)
+def test_other_models_and_inputs_get_the_same_contract(name, world):
+    """The core of the sweep on a residual network and on a table: a method either refuses the kind of input
+    clearly or runs, and then answers a bad x, a model without logits and a bad target with clear errors."""
+    load_model, load_x = OTHER_WORLDS[world]
+    model, x = load_model(), load_x()
+    try:
+        _call(name, _arguments(name, model, x, x))
+    except (ValueError, TypeError, NotImplementedError) as refusal:
+        assert re.match(r"[\w, ]+: ", str(refusal)), f"{name} on {world}: {refusal!r}"
+        return
+    signature = inspect.signature(METHODS[name]).parameters
+    for case, make in BAD_X.items():
+        bad = make(x)
+        partial = case == "wrong size" and "target" not in signature
+        if not (partial or _model_takes(model, bad)):
+            _assert_clear(name, _arguments(name, model, bad, x), "x", model)
+    for case, variant in _not_logits(model).items():
+        try:
+            _call(name, _arguments(name, variant, x, x))
+        except (ValueError, TypeError, NotImplementedError) as error:
+            assert _names(error, "model"), f"{name} on {world}, {case}: {error!r}"
+        else:
+            assert "target" not in signature, f"{name} on {world} took a model returning {case}"
+    if "target" in signature:
+        for target in BAD_TARGETS[:4]:
+            _assert_clear(name, {**_arguments(name, model, x, x), "target": target}, "target", model)

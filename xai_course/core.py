@@ -95,6 +95,14 @@ def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, boo
     return x.detach().clone(), unbatched
 
 
+def check_spatial(x: torch.Tensor, one_d: bool = False) -> None:
+    """Raise a ``ValueError`` unless the batched ``x`` has positions: images (N, C, H, W) or series (N, C, L)
+    (only series with ``one_d``), for methods that hide, rank or compare positions. Chapter 00."""
+    layout = "(N, C, L)" if one_d else "(N, C, H, W) or (N, C, L)"
+    if x.ndim not in ((3,) if one_d else (3, 4)):
+        raise ValueError(f"x: expected inputs {layout} (or one unbatched sample), got {describe(x)}")
+
+
 def _check_like_parameters(model: nn.Module, x: torch.Tensor, name: str) -> None:
     """TypeError unless ``x`` has the dtype and device of the model's first floating-point parameter."""
     p = next((p for p in model.parameters() if p.is_floating_point()), None)
@@ -293,9 +301,13 @@ def _diagnose(model: nn.Module, x, name: str, error: BaseException) -> None:
     check_differentiable(logits)
 
 
+_MODEL_INPUTS = ("x", "background", "auxiliary")
+
+
 def contract(method: Callable) -> Callable:
     """Decorator of every public method with arguments ``model`` and ``x``: a clear error when the call fails
-    because ``model`` is not a module, ``x`` does not fit the model or the model does not return logits.
+    because ``model`` is not a module, ``x`` (or a ``background`` or ``auxiliary`` data set the method also runs
+    through the model) does not fit the model or the model does not return logits.
 
     The checks cost nothing on a successful call: the diagnosis runs only after a failure, and an error the
     package raised itself (a ``ValueError`` or ``TypeError`` naming an argument) passes unchanged. Chapter 00.
@@ -305,12 +317,14 @@ def contract(method: Callable) -> Callable:
     @functools.wraps(method)
     def checked(*args, **kwargs):
         arguments = signature.bind_partial(*args, **kwargs).arguments
-        model, x = arguments.get("model"), arguments.get("x")
-        check_model(model)
+        model = check_model(arguments.get("model"))
         try:
             return method(*args, **kwargs)
         except Exception as error:
-            _diagnose(model, x, "x", error)
+            for name in _MODEL_INPUTS:  # x first; then the other inputs the method runs through the model
+                if name in arguments:
+                    value = arguments[name]
+                    _diagnose(model, getattr(value, "images", value), name, error)  # a data set: its images
             raise
 
     return checked

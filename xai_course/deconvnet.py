@@ -58,6 +58,7 @@ from .core import (
     check_number,
     check_positive_int,
     check_seed,
+    check_spatial,
     contract,
     describe,
     model_guard,
@@ -538,6 +539,7 @@ def target_similarity(method: Callable, model, x, targets=None) -> TargetSimilar
         raise TypeError(f"method: expected a callable method(model, x, target), got {describe(method)}")
     check_model(model)
     x, _ = check_input(model, x)
+    check_spatial(x)
     with model_guard(model):
         model.eval()
         n_classes = predict(model, x[:1]).shape[1]

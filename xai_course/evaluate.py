@@ -59,6 +59,7 @@ from .core import (
     check_number,
     check_positive_int,
     check_seed,
+    check_spatial,
     contract,
     describe,
     model_guard,
@@ -253,6 +254,7 @@ def _curves(model, start, finish, rank, k, target, batch_size: int, probability:
 def _causal_metric(model, x, target, attribution, steps, substrate, batch_size, insert: bool) -> CurveResult:
     check_model(model)
     x, _ = check_input(model, x)
+    check_spatial(x)
     a = _check_attribution(attribution, x)
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
@@ -340,6 +342,7 @@ def pixel_flipping(
     """
     check_model(model)
     x, _ = check_input(model, x)
+    check_spatial(x)
     a = _check_attribution(attribution, x)
     check_positive_int("region", region)
     check_positive_int("batch_size", batch_size)
@@ -567,6 +570,7 @@ def randomization_check(
     _check_method(method)
     check_model(model)
     x, _ = check_input(model, x)
+    check_spatial(x)
     seed = check_seed(seed)
     with model_guard(model):
         model.eval()

@@ -877,6 +877,11 @@ def train_attack(
 
 def _vector_result(model, x_star, x, unbatched) -> Inversion:
     """Inversion of the prediction vector: the feature error is that of the softmax vectors."""
+    if x_star.shape != x.shape:
+        raise ValueError(
+            f"x: expected images of the size of the reconstructions, {tuple(x_star.shape[1:])} (the attack's output "
+            f"or the auxiliary images), got {describe(x)}"
+        )
     return _result(x_star, x, _probabilities(model, x_star), _probabilities(model, x), "prediction vector", unbatched)
 
 

@@ -50,6 +50,7 @@ from .core import (
     check_model,
     check_positive_int,
     check_seed,
+    check_spatial,
     contract,
     describe,
     model_guard,
@@ -62,12 +63,6 @@ BATCH_SIZE = 64  # perturbed inputs per forward pass
 MASK_CHUNK = 256  # random masks per generator; results do not depend on batch_size
 
 # ----------------------------------------------------------------------------- checks
-
-
-def _check_spatial(x: torch.Tensor, one_d: bool = False) -> None:
-    layout = "(N, C, L)" if one_d else "(N, C, H, W) or (N, C, L)"
-    if x.ndim not in ((3,) if one_d else (3, 4)):
-        raise ValueError(f"x: expected inputs {layout} (or one unbatched sample), got {describe(x)}")
 
 
 def _check_probability(name: str, p) -> float:
@@ -164,7 +159,7 @@ def _spread_windows(drops: torch.Tensor, window: int, stride: int, spatial) -> t
 def _occlusion(model, x, target, window, stride, value, name, batch_size, allow_constant=True) -> torch.Tensor:
     check_model(model)
     x, unbatched = check_input(model, x)
-    _check_spatial(x)
+    check_spatial(x)
     for key, number in (("window", window), ("stride", stride), ("batch_size", batch_size)):
         check_positive_int(key, number)
     if window > min(x.shape[2:]):
@@ -380,7 +375,7 @@ def rise(
     """
     check_model(model)
     x, unbatched = check_input(model, x)
-    _check_spatial(x)
+    check_spatial(x)
     for name, number in (("n_masks", n_masks), ("grid", grid), ("batch_size", batch_size)):
         check_positive_int(name, number)
     p, seed, fill = _check_probability("p", p), check_seed(seed), _fill(value, x, "value")
@@ -488,7 +483,7 @@ def sidu(
     """
     check_model(model)
     x, unbatched = check_input(model, x)
-    _check_spatial(x)
+    check_spatial(x)
     check_positive_int("batch_size", batch_size)
     threshold, sigma = _check_float("threshold", threshold), _check_float("sigma", sigma, positive=True)
     if not isinstance(relative, bool):
@@ -565,7 +560,7 @@ def timereise(
     """
     check_model(model)
     x, unbatched = check_input(model, x)
-    _check_spatial(x, one_d=True)
+    check_spatial(x, one_d=True)
     check_positive_int("n_masks", n_masks)
     check_positive_int("batch_size", batch_size)
     probabilities = _check_values("probabilities", probabilities, _check_probability)
