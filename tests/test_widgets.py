@@ -105,7 +105,8 @@ def test_controls_and_callback_parameters_are_checked():
 
 
 def test_labels_are_shown_whole():
-    """The default description width cuts "model_name" to "model_na..."; every control shows its whole label."""
+    """The default description width cuts "model_name" to "model_na..."; every control shows its whole label, and
+    all labels share one width so that the controls line up."""
 
     def show(image=0, model_name="a", epsilon=1e-6, flag=True, steps=3):
         return "ok"
@@ -113,5 +114,5 @@ def test_labels_are_shown_whole():
     box = xw.explorer(show, np.zeros((2, 3, 4, 4)), model_name=["a", "b"], flag=True, steps=(1, 5, 1),
                       epsilon=widgets.FloatLogSlider(value=1e-6, min=-6, max=1))  # fmt: skip
     widths = {name: c.style.description_width for name, c in box.controls.items()}
-    assert widths == dict.fromkeys(box.controls, "initial")
+    assert widths == dict.fromkeys(box.controls, f"{len('model_name') + 1}ch")  # the longest label, all aligned
     assert box.controls["epsilon"].description == "epsilon"

@@ -48,16 +48,10 @@ def _control(name: str, spec, default) -> widgets.ValueWidget:
 
     ``(min, max, step)`` gives a slider (an IntSlider if all three are ints), a list a
     Dropdown, a bool a Checkbox. ``default`` (from the callback's signature) is the
-    initial value when it fits. Every label is shown whole (``description_width: initial``). Chapter 00.
+    initial value when it fits. Chapter 00.
     """
-    control = _make_control(name, spec, default)
-    control.description = control.description or name
-    control.style.description_width = "initial"  # the default width cuts labels such as "model_name" short
-    return control
-
-
-def _make_control(name: str, spec, default) -> widgets.ValueWidget:
     if isinstance(spec, widgets.ValueWidget):
+        spec.description = spec.description or name
         return spec
     if isinstance(spec, bool):
         return widgets.Checkbox(value=spec, description=name)
@@ -209,8 +203,18 @@ def explorer(callback: Callable, images=None, *, cache_size: int = 32, **paramet
             raise ValueError("image: given both as images and as a parameter widget; pass only one")
         if not isinstance(images, (torch.Tensor, np.ndarray)) or images.ndim != 4 or len(images) == 0:
             raise ValueError(f"images: expected a tensor (N, 3, H, W) with N >= 1, got {describe(images)}")
-        slider = widgets.IntSlider(min=0, max=len(images) - 1, value=0, description="image", continuous_update=False)
-        controls["image"] = _control("image", slider, 0)
+        controls["image"] = widgets.IntSlider(
+            min=0, max=len(images) - 1, value=0, description="image", continuous_update=False
+        )
     for name, spec in parameter_widgets.items():
         controls[name] = _control(name, spec, defaults.get(name))
+    _align_labels(controls.values())
     return Explorer(callback, images, controls, cache_size)
+
+
+def _align_labels(controls) -> None:
+    """One label width for all controls, wide enough for the longest: the default width cuts "model_name" short,
+    and a width per label would leave the sliders unaligned."""
+    width = f"{max((len(c.description) for c in controls), default=0) + 1}ch"
+    for control in controls:
+        control.style.description_width = width
