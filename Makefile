@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint benchmark clean
+.PHONY: lab test test-browser lint benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ OTHER_CPU := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41
 # Two workers on two cores, one thread each: the notebooks' xc.core.set_threads(2) obeys OMP_NUM_THREADS.
 # Then the notebooks once more on the other CPU code path.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile $(NBVAL) tests notebooks
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile $(NBVAL) --ignore=tests/browser tests notebooks
 	OMP_NUM_THREADS=1 $(OTHER_CPU) $(PY) -m pytest -n 2 --dist loadfile $(NBVAL) -p no:cacheprovider notebooks
+
+# Chapter 00 in JupyterLab, driven by Debian's Chromium (apt-get install chromium); screenshots in build/screens/.
+test-browser: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider tests/browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check xai_course tests benchmarks
