@@ -324,6 +324,7 @@ class Composite:
                 "epsilon_alpha2_beta1": AlphaBeta(2.0, 1.0)}  # fmt: skip
         if name not in conv:
             raise ValueError(f"composite: expected one of {list(PRESETS)} or a Composite, got {name!r}")
+        check_bounds(low, high)
         first = ZBox(low, high) if name == "epsilon_gamma_box" else None
         return cls(first=first, conv=conv[name], linear=Epsilon(epsilon))
 
@@ -352,7 +353,6 @@ def check_bounds(low, high, shape: torch.Size | None = None) -> None:
 
 
 def _composite(composite, low=0.0, high=1.0) -> Composite:
-    check_bounds(low, high)
     if isinstance(composite, Composite):
         return composite
     if isinstance(composite, str):
