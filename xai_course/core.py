@@ -262,7 +262,7 @@ def _raised_here(error: BaseException) -> bool:
     return ours and named and isinstance(error, (ValueError, TypeError, NotImplementedError))
 
 
-def _first_layer(model: nn.Module) -> str:
+def _expected_input(model: nn.Module) -> str:
     """What the model's first convolution or linear layer expects, for error messages."""
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
@@ -292,7 +292,7 @@ def _diagnose(model: nn.Module, x, name: str, error: BaseException) -> None:
             logits = model(probe.clone())
         except Exception as failure:
             raise ValueError(
-                f"{name}: the model cannot take {describe(batch)}: {_first_layer(model)}; the forward pass "
+                f"{name}: the model cannot take {describe(batch)}: {_expected_input(model)}; the forward pass "
                 f"raised {type(failure).__name__}: {failure}"
             ) from failure
     check_logits(logits)
