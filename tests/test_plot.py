@@ -1,4 +1,6 @@
-"""Tests of xai_course.plot: signed heatmaps, grids, curves and galleries."""
+"""Tests of xai_course.plot: signed and unsigned heatmaps, grids, curves and galleries."""
+
+import functools
 
 import matplotlib
 
@@ -8,7 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from test_contract import METHODS, _arguments, _call, _home, _world  # noqa: E402
 
+import xai_course as xc  # noqa: E402
 from xai_course import plot  # noqa: E402
 
 
@@ -184,3 +188,125 @@ def test_odd_shapes_and_a_large_float64_map():
     assert np.asarray(shown.get_array()).shape == (5, 9)
     fig = plot.show_images(torch.rand(1, 1, 5, 9), torch.tensor([1]), np.ones((1, 5, 9)), classes=["a", "b"])
     assert fig.axes[0].get_title() == "b"
+
+
+# ----------------------------------------------------------------------------- colours that mean one thing
+
+
+def test_an_unsigned_method_gets_the_sequential_map_with_limits_from_the_data():
+    rise_like = torch.linspace(0.3, 0.7, 64).reshape(1, 8, 8)  # expected probabilities: positive everywhere
+    raw = plot.heatmap(rise_like, method=xc.occlusion.rise, normalize=None)
+    assert raw.cmap.name == plot.SEQUENTIAL
+    assert np.allclose(raw.get_clim(), (0.3, 0.7))  # the map's own range, no symmetry around zero
+    scaled = plot.heatmap(rise_like, method=xc.occlusion.rise, normalize="max")
+    assert scaled.get_clim() == (0.0, 1.0)
+    assert np.asarray(scaled.get_array()).min() == 0.0 and np.asarray(scaled.get_array()).max() == 1.0
+    centred = plot.heatmap(rise_like - rise_like.mean(), method=xc.occlusion.rise, normalize="max")
+    assert np.allclose(centred.get_array(), scaled.get_array())  # a shifted map draws the same: still unsigned
+    shown = plot.heatmap(rise_like, method=xc.occlusion.rise, normalize=None, vmin=0.0, vmax=1.0)
+    assert shown.get_clim() == (0.0, 1.0)
+    constant = plot.heatmap(torch.full((4, 4), 0.5), signed=False, normalize=None)
+    assert constant.get_clim() == (0.5, 1.5)  # vmin < vmax even for a constant map
+
+
+def test_a_signed_method_gets_the_diverging_map_symmetric_around_zero():
+    r = torch.tensor([[0.0, 1.0], [-0.2, 3.0]])
+    for shown in (plot.heatmap(r, method=xc.lrp.explain, normalize=None), plot.heatmap(r, normalize=None)):
+        assert shown.cmap.name == plot.CMAP  # declared signed, or nothing declared: signed
+        assert shown.get_clim() == (-3.0, 3.0)
+    assert plot.heatmap(r, signed=False).cmap.name == plot.SEQUENTIAL
+    assert np.allclose(plot.normalize(r, "max", signed=False), [[0.2 / 3.2, 1.2 / 3.2], [0.0, 1.0]])
+
+
+def test_a_declaration_can_depend_on_the_settings():
+    assert not xc.core.is_signed(xc.gradient.saliency)  # abs=True: magnitudes
+    assert xc.core.is_signed(functools.partial(xc.gradient.saliency, abs=False))
+    assert xc.core.is_signed(xc.shap.global_importance)  # class means of signed maps
+    assert not xc.core.is_signed(functools.partial(xc.shap.global_importance, xc.shap.deep, reduce="abs"))
+    signed_gradient = plot.heatmap(torch.randn(3, 4, 4), method=functools.partial(xc.gradient.saliency, abs=False))
+    assert signed_gradient.cmap.name == plot.CMAP
+    registry = xc.guide.METHODS  # chapter 08's methods with the course settings
+    assert xc.core.is_signed(registry["lrp"].explain) and not xc.core.is_signed(registry["rise"].explain)
+    assert not xc.core.is_signed(xc.guide.combine([xc.gradient.saliency, xc.lrp.explain]))  # mean ranks
+
+
+def test_series_and_grid_follow_the_method():
+    shading = plot.series(torch.rand(30), torch.randn(30), method=xc.occlusion.timereise, colorbar=True)
+    assert shading.cmap.name == plot.SEQUENTIAL and shading.get_clim() == (0.0, 1.0)
+    assert "unsigned" in shading.colorbar.ax.get_ylabel()
+    images = torch.rand(2, 3, 8, 8)
+    maps = {"LRP": torch.randn(2, 3, 8, 8), "RISE": 0.5 + torch.rand(2, 1, 8, 8)}
+    fig = plot.grid(images, maps, method={"LRP": xc.lrp.explain, "RISE": xc.occlusion.rise}, shared=True)
+    lrp_map, rise_map = fig.axes[1].images[0], fig.axes[2].images[0]
+    assert lrp_map.cmap.name == plot.CMAP and lrp_map.get_clim()[0] == -lrp_map.get_clim()[1]
+    assert rise_map.cmap.name == plot.SEQUENTIAL
+    low, high = rise_map.get_clim()
+    assert 0.5 <= low < high <= 1.5  # from the RISE maps' own values, not symmetric around zero
+    bars = [ax.get_ylabel() for ax in fig.axes[6:]]  # shared: a colour bar for each kind, without asking
+    assert len(bars) == 2 and any("for" in b for b in bars) and any("unsigned" in b for b in bars)
+    per_column = plot.grid(images, maps, signed={"LRP": True, "RISE": False})
+    assert [ax.images[0].cmap.name for ax in per_column.axes[1:3]] == [plot.CMAP, plot.SEQUENTIAL]
+    assert len(per_column.axes) == 6  # not shared: no colour bar unless asked
+    one = plot.grid(images, {"RISE": maps["RISE"]}, method=xc.occlusion.rise, colorbar=True)
+    assert one.axes[1].images[0].get_clim() == (0.0, 1.0) and len(one.axes) == 5
+
+
+def test_bad_signed_or_method_gets_a_clear_error():
+    a = torch.rand(4, 4)
+    with pytest.raises(TypeError, match="^signed: expected True"):
+        plot.heatmap(a, signed="yes")
+    with pytest.raises(ValueError, match="^signed, method: expected one of them"):
+        plot.heatmap(a, method=xc.occlusion.rise, signed=False)
+    with pytest.raises(TypeError, match="^method: expected a method that declares"):
+        plot.heatmap(a, method=lambda model, x: x)
+    with pytest.raises(TypeError, match="^method: .*xai_course.inversion.optimize, which declares nothing"):
+        plot.heatmap(a, method=xc.inversion.optimize)  # returns images, not maps
+    with pytest.raises(TypeError, match="^method: expected"):
+        plot.series(torch.rand(5), torch.rand(5), method="rise")
+    with pytest.raises(ValueError, match="^vmin: only for an unsigned map"):
+        plot.heatmap(a, normalize=None, vmin=0.0)
+    with pytest.raises(ValueError, match="^vmin, vmax: expected vmin < vmax"):
+        plot.heatmap(a, signed=False, normalize=None, vmin=1.0, vmax=0.5)
+    with pytest.raises(ValueError, match="^vmin: only with normalize=None"):
+        plot.heatmap(a, signed=False, vmin=0.0)
+    images, maps = torch.rand(2, 3, 4, 4), {"a": torch.rand(2, 4, 4), "b": torch.rand(2, 4, 4)}
+    with pytest.raises(ValueError, match=r"^method: expected one entry per column .*missing \['b'\]"):
+        plot.grid(images, maps, method={"a": xc.occlusion.rise})
+    with pytest.raises(TypeError, match=r"^method\['b'\]: expected a method"):
+        plot.grid(images, maps, method={"a": xc.occlusion.rise, "b": print})
+    with pytest.raises(TypeError, match="^signed: expected True or False for every column"):
+        plot.grid(images, maps, signed={"a": True, "b": 1})
+    with pytest.raises(ValueError, match="^signed, method"):
+        plot.grid(images, maps, signed={"a": True, "b": True}, method=xc.lrp.explain)
+    with pytest.raises(TypeError, match="^colorbar"):
+        plot.grid(images, maps, colorbar="yes")
+    with pytest.raises(TypeError, match="^signed: expected True or False"):
+        plot.normalize(a, signed=None)
+
+
+def test_a_declaration_is_checked_where_the_method_is_defined():
+    with pytest.raises(TypeError, match="^signed: expected True, False, None or a function"):
+        xc.core.contract(signed="yes")(lambda model, x: x)
+    with pytest.raises(TypeError, match=r"^signed: expected a function of settings of .*got one of \['absolute'\]"):
+        xc.core.contract(signed=lambda absolute: not absolute)(lambda model, x, *, abs=True: x)
+
+    @xc.core.contract(signed=False)
+    def mine(model, x, target=None):
+        return x
+
+    assert mine.signed is False and plot.heatmap(torch.rand(4, 4), method=mine).cmap.name == plot.SEQUENTIAL
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_of_the_sweep_declares_whether_its_maps_are_signed(name):
+    """Every public method with ``model`` and ``x`` (test_contract's sweep) carries a declaration; exactly those
+    that return maps (one per sample, shaped like x) declare True or False, and the unsigned ones never return
+    a negative value (magnitudes, probabilities, ranks)."""
+    method = METHODS[name]
+    assert hasattr(method, "signed"), f"{name} is not declared with core.contract"
+    model, x = _world(_home(name))
+    result = _call(name, _arguments(name, model, x, x))
+    maps = isinstance(result, torch.Tensor) and result.shape[1:] == x.shape[1:]
+    assert (method.signed is not None) == maps, f"{name}: declared {method.signed!r}, returned {type(result)}"
+    if maps and not xc.core.is_signed(method):
+        assert result.min() >= 0, name

@@ -304,15 +304,25 @@ def _diagnose(model: nn.Module, x, name: str, error: BaseException) -> None:
 _MODEL_INPUTS = ("x", "background", "auxiliary")
 
 
-def contract(method: Callable) -> Callable:
+def contract(method: Callable | None = None, *, signed=None) -> Callable:
     """Decorator of every public method with arguments ``model`` and ``x``: a clear error when the call fails
     because ``model`` is not a module, ``x`` (or a ``background`` or ``auxiliary`` data set the method also runs
     through the model) does not fit the model or the model does not return logits.
 
     The checks cost nothing on a successful call: the diagnosis runs only after a failure, and an error the
-    package raised itself (a ``ValueError`` or ``TypeError`` naming an argument) passes unchanged. Chapter 00.
+    package raised itself (a ``ValueError`` or ``TypeError`` naming an argument) passes unchanged.
+
+    ``signed`` declares what the method's maps mean, so that ``plot`` picks their colours (``is_signed``): True
+    for evidence for and against the target, zero meaning no evidence; False for unsigned scores whose zero is
+    not "no evidence" (magnitudes, expected probabilities, ranks); a function of some of the method's keyword
+    settings returning one of them (``gradient.saliency``: ``lambda abs: not abs``); or None, the default, for a
+    method that returns no attribution map. Used bare (``@contract``) or with it (``@contract(signed=False)``);
+    the decorated method carries it as ``method.signed``. Chapter 00.
     """
+    if method is None:
+        return functools.partial(contract, signed=signed)
     signature = inspect.signature(method)
+    _check_declaration(signed, signature, method.__qualname__)
 
     @functools.wraps(method)
     def checked(*args, **kwargs):
@@ -327,7 +337,50 @@ def contract(method: Callable) -> Callable:
                     _diagnose(model, getattr(value, "images", value), name, error)  # a data set: its images
             raise
 
+    checked.signed = signed
     return checked
+
+
+def _check_declaration(signed, signature: inspect.Signature, name: str) -> None:
+    """TypeError unless ``signed`` is None, a bool, or a function of keyword settings that the method has."""
+    if signed is None or isinstance(signed, bool):
+        return
+    if not callable(signed):
+        expected = f"True, False, None or a function of settings of {name}"
+        raise TypeError(f"signed: expected {expected}, got {describe(signed)}")
+    settings = [p for p, v in signature.parameters.items() if v.default is not v.empty]
+    unknown = [p for p in inspect.signature(signed).parameters if p not in settings]
+    if unknown:
+        raise TypeError(f"signed: expected a function of settings of {name} ({settings}), got one of {unknown}")
+
+
+def is_signed(method, name: str = "method") -> bool:
+    """Whether the maps of ``method`` are signed evidence (True) or unsigned scores (False), as it declares.
+
+    ``method`` is a method of the package (declared with ``contract``) or a ``functools.partial`` of one, whose
+    settings a declaration that depends on them reads: ``partial(gradient.saliency, abs=False)`` is signed,
+    ``gradient.saliency`` (``abs=True``) is not. ``name`` names the argument in errors. Chapter 00.
+    """
+    function, args, keywords = method, (), {}
+    if isinstance(method, functools.partial):
+        function, args, keywords = method.func, method.args, method.keywords
+    declared = getattr(function, "signed", None)
+    if declared is None or not (isinstance(declared, bool) or callable(declared)):
+        what = f"{function.__module__}.{function.__qualname__}" if inspect.isfunction(function) else describe(method)
+        raise TypeError(
+            f"{name}: expected a method that declares whether its maps are signed (e.g. xai_course.occlusion.rise), "
+            f"or a functools.partial of one, got {what}, which declares nothing (returns no map, or is your own "
+            "function); pass signed=True (evidence for and against) or signed=False (unsigned scores) instead"
+        )
+    if isinstance(declared, bool):
+        return declared
+    try:
+        settings = inspect.signature(function).bind_partial(*args, **keywords)
+    except TypeError as error:
+        what = function.__qualname__
+        raise TypeError(f"{name}: the settings of {describe(method)} do not fit {what}: {error}") from error
+    settings.apply_defaults()
+    return bool(declared(**{p: settings.arguments[p] for p in inspect.signature(declared).parameters}))
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ def _target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor,
     return x.detach(), grad, unbatched
 
 
-@contract
+@contract(signed=lambda abs: not abs)  # |gradient| is unsigned, the gradient signed
 def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
     """Gradient of the target logit with respect to the input.
 
@@ -50,7 +50,7 @@ def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
     return output_like(grad.abs() if abs else grad, x, unbatched)
 
 
-@contract
+@contract(signed=True)
 def gradient_x_input(model, x, target=None) -> torch.Tensor:
     """Gradient of the target logit times the input, x * dS_c/dx. Same shape as ``x``. Chapter 00."""
     x, grad, unbatched = _target_gradient(model, x, target)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import deconvnet, deep_taylor, gradient, lrp, occlusion, shap
-from .core import check_input, check_model, describe
+from .core import check_input, check_model, contract, describe
 from .evaluate import Scores
 
 ACCESS = ("outputs", "gradients", "layers")  # what a method needs from the model, least first
@@ -61,31 +61,37 @@ def _bounds(x: torch.Tensor) -> tuple[float, float]:
     return min(0.0, x.min().item()), max(1.0, x.max().item())
 
 
+@contract(signed=True)
 def _lrp(model, x, target=None):
     low, high = _bounds(x)
     return lrp.explain(model, x, target, composite="epsilon_gamma_box", low=low, high=high)
 
 
+@contract(signed=True)
 def _deep_taylor(model, x, target=None):
     low, high = _bounds(x)
     return deep_taylor.explain(model, x, target, input_rule="zb", low=low, high=high)
 
 
+@contract(signed=True)
 def _kernel_shap(model, x, target=None):
     segments = shap.superpixels(x, n_segments=16, method="grid")
     return shap.kernel(model, x, target, segments=segments, n_samples=256)
 
 
+@contract(signed=True)
 def _deep_shap(model, x, target=None):
     batch, _ = check_input(check_model(model), x)  # x may be one unbatched sample
     mean_colour = batch.mean(dim=[0, *range(2, batch.ndim)], keepdim=True)  # one uniform input of the batch's mean
     return shap.deep(model, x, target, background=mean_colour.expand(1, *batch.shape[1:]))
 
 
+@contract(signed=True)
 def _sliding_window(model, x, target=None):
     return occlusion.sliding_window(model, x, target, window=8, stride=4, value="mean")
 
 
+@contract(signed=False)
 def _rise(model, x, target=None):
     return occlusion.rise(model, x, target, n_masks=300, value="mean")
 
@@ -100,6 +106,7 @@ def last_conv(model: nn.Module) -> str:
     return names[-1]
 
 
+@contract(signed=False)
 def _sidu(model, x, target=None):
     return occlusion.sidu(model, x, target, layer=last_conv(model), value="mean")
 
@@ -395,12 +402,13 @@ def combine(methods: Mapping[str, Callable] | Sequence[Callable]) -> Callable:
     """A new method: the mean of the rank-normalized maps of ``methods`` (the survey's closing idea).
 
     Ranks put maps of different scales (logits, probabilities, gradients) on one footing; the
-    result orders pixels by their average rank and is no longer signed. Chapter 08.
+    result orders pixels by their average rank and is no longer signed (``plot`` draws it so). Chapter 08.
     """
     parts = list(methods.values()) if isinstance(methods, Mapping) else list(methods)
     if len(parts) < 2 or not all(callable(p) for p in parts):
         raise TypeError(f"methods: expected at least two methods method(model, x, target), got {describe(methods)}")
 
+    @contract(signed=False)  # mean ranks in [0, 1]
     def combined(model, x, target=None):
         check_model(model)
         batch, unbatched = check_input(model, x)

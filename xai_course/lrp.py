@@ -603,7 +603,7 @@ def _propagate(model: nn.Module, target, run: _Run, return_layers: bool):
     return relevance, layers
 
 
-@core.contract
+@core.contract(signed=True)
 def explain(
     model,
     x,

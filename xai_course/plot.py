@@ -1,11 +1,17 @@
-"""Figures of the course: signed heatmaps, method grids, curves and image galleries.
+"""Figures of the course: heatmaps, method grids, curves and image galleries.
 
-Every heatmap uses one colour map, ``RdBu_r`` (ColorBrewer, colour-blind safe),
-symmetric around zero: red is evidence for the class, blue evidence against it,
-white is no evidence. Maps are normalized the same way everywhere (see
-``normalize``), so figures of different chapters can be compared. The functions
-draw on a matplotlib ``Axes`` they are given, or on a new figure; they never call
-``plt.show()``. Introduced in chapter 00.
+Colours mean one thing. A signed map (evidence for and against the class: LRP, SHAP,
+gradient x input, occlusion drops, ...) is drawn in ``CMAP``, ``RdBu_r`` (ColorBrewer,
+colour-blind safe), symmetric around zero: red is evidence for the class, blue evidence
+against it, white is no evidence. An unsigned map (magnitudes, RISE's expected
+probabilities, ranks: values whose zero is not "no evidence") is drawn in ``SEQUENTIAL``,
+``viridis``, from the map's smallest value (dark) to its largest (yellow). The drawing
+functions read which from the method (``method=occlusion.rise``), as each method declares
+it (``core.contract``, ``core.is_signed``), or from ``signed=``; without either a map is
+drawn as signed. Maps are normalized the same way everywhere (see ``normalize``), so
+figures of different chapters can be compared. The functions draw on a matplotlib
+``Axes`` they are given, or on a new figure; they never call ``plt.show()``.
+Introduced in chapter 00.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from .core import describe
+from .core import describe, is_signed
 
-CMAP = "RdBu_r"
+CMAP = "RdBu_r"  # signed maps: red for, blue against, white zero
+SEQUENTIAL = "viridis"  # unsigned maps: dark low, yellow high; readable over the grey image
 MODES = ("robust", "max", None)
 
 
@@ -111,13 +118,37 @@ def _check_mode(mode, percentile: float, name: str) -> None:
         raise ValueError(f"percentile: expected a number in (0, 100], got {describe(percentile)}")
 
 
-def _check_vmax(vmax, mode: str | None) -> None:
-    if vmax is None:
-        return
-    if isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not 0 < vmax < math.inf:
-        raise ValueError(f"vmax: expected a finite number > 0 or None, got {describe(vmax)}")
-    if mode is not None:
-        raise ValueError(f"vmax: only with normalize=None (a normalized map lies in [-1, 1]), got normalize={mode!r}")
+def _check_signed(method, signed) -> bool:
+    """Whether to draw a map as signed: as ``method`` declares, or ``signed``; True when neither is given."""
+    if signed is not None and not isinstance(signed, bool):
+        raise TypeError(f"signed: expected True (evidence for and against), False (unsigned scores) or None, "
+                        f"got {describe(signed)}")  # fmt: skip
+    if method is None:
+        return True if signed is None else signed
+    if signed is not None:
+        raise ValueError(f"signed, method: expected one of them (the method declares whether its maps are signed), "
+                         f"got both, signed={signed!r}")  # fmt: skip
+    return is_signed(method)
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _check_limits(vmin, vmax, mode: str | None, signed: bool) -> None:
+    """Colour limits: only for raw maps (``normalize=None``); signed maps take ``vmax`` alone, and it is > 0."""
+    if vmax is not None and not (_is_number(vmax) and (vmax > 0 or not signed)):
+        raise ValueError(f"vmax: expected a finite number{' > 0' if signed else ''} or None, got {describe(vmax)}")
+    if vmin is not None and signed:
+        raise ValueError(f"vmin: only for an unsigned map (a signed map is drawn from -vmax to vmax), got {vmin!r}")
+    if vmin is not None and not _is_number(vmin):
+        raise ValueError(f"vmin: expected a finite number or None, got {describe(vmin)}")
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise ValueError(f"vmin, vmax: expected vmin < vmax, got vmin={vmin!r}, vmax={vmax!r}")
+    if mode is not None and (vmin, vmax) != (None, None):
+        span = "[-1, 1]" if signed else "[0, 1]"
+        name = "vmax" if vmin is None else "vmin"
+        raise ValueError(f"{name}: only with normalize=None (a normalized map lies in {span}), got normalize={mode!r}")
 
 
 def _largest(r: np.ndarray, mode: str | None, percentile: float) -> float:
@@ -129,49 +160,78 @@ def _largest(r: np.ndarray, mode: str | None, percentile: float) -> float:
     return float(scale)
 
 
-def _scale(r: np.ndarray, mode: str | None, percentile: float) -> np.ndarray:
-    """Divide ``r`` by its robust or absolute maximum and clip to [-1, 1]; zero stays zero."""
+def _span(r: np.ndarray, mode: str | None, percentile: float) -> tuple[float, float]:
+    """The robust (percentiles 100 - p and p) or full range of ``r``; the full one if the robust one is empty."""
+    if mode == "robust":
+        low, high = np.percentile(r, sorted((100 - percentile, percentile)))
+        if high > low:
+            return float(low), float(high)
+    return float(r.min()), float(r.max())
+
+
+def _scale(r: np.ndarray, mode: str | None, percentile: float, signed: bool = True) -> np.ndarray:
+    """A signed ``r`` divided by its robust or absolute maximum and clipped to [-1, 1] (zero stays zero); an
+    unsigned one mapped from its robust or full range onto [0, 1]. A constant map becomes all zero."""
     if mode is None:
         return r
+    if not signed:
+        low, high = _span(r, mode, percentile)
+        return np.zeros_like(r) if high == low else np.clip((r - low) / (high - low), 0.0, 1.0)
     scale = _largest(r, mode, percentile)
     if scale == 0:  # an all-zero map: nothing to normalize
         return np.zeros_like(r)
     return np.clip(r / scale, -1.0, 1.0)
 
 
-def _limit(r: np.ndarray, mode: str | None, vmax: float | None = None) -> float:
-    """The colour limit ``vmax`` (with ``vmin = -vmax``) of a map scaled with ``mode``, unless one is given."""
+def _limits(r: np.ndarray, mode: str | None, signed: bool, vmin=None, vmax=None) -> tuple[float, float]:
+    """The colour limits of a map scaled with ``mode``: symmetric around zero for a signed map, the map's own
+    range for an unsigned one; ``vmin`` and ``vmax`` where given."""
+    if signed:
+        if mode is not None:
+            return -1.0, 1.0
+        largest = vmax if vmax is not None else float(np.abs(r).max())
+        largest = largest if largest > 0 else 1.0  # vmin == vmax == 0 would colour zero blue
+        return -largest, largest
     if mode is not None:
-        return 1.0
-    if vmax is not None:
-        return vmax
-    largest = float(np.abs(r).max())
-    return largest if largest > 0 else 1.0  # vmin == vmax == 0 would colour zero blue
+        return 0.0, 1.0
+    low = float(r.min()) if vmin is None else vmin
+    high = float(r.max()) if vmax is None else vmax
+    if high <= low:  # a constant map, or one given limit beyond the data: keep vmin < vmax
+        low, high = (low, low + 1.0) if vmax is None else (high - 1.0, high)
+    return low, high
 
 
-def normalize(attribution, mode: str | None = "robust", percentile: float = 99.5) -> np.ndarray:
-    """Sum the channels of one attribution map and scale it into [-1, 1].
+def normalize(attribution, mode: str | None = "robust", percentile: float = 99.5, *, signed: bool = True) -> np.ndarray:
+    """Sum the channels of one attribution map and scale it into [-1, 1] (signed) or [0, 1] (unsigned).
 
     Parameters
     ----------
     attribution : tensor or array (C, H, W), (H, W) or (1, C, H, W)
-    mode : "robust" divides by the ``percentile``-th percentile of |R|, so that a few
-        extreme pixels do not wash out the rest (values beyond it are clipped to +-1;
-        if that percentile is zero, the maximum is used); "max" divides by max |R|;
-        None returns the summed map unscaled.
+    mode : "robust" divides a signed map by the ``percentile``-th percentile of |R|, so that
+        a few extreme pixels do not wash out the rest (values beyond it are clipped to +-1;
+        if that percentile is zero, the maximum is used), and maps an unsigned map from its
+        (100 - ``percentile``)-th to its ``percentile``-th percentile onto [0, 1] (clipped);
+        "max" divides by max |R|, or maps [min R, max R] onto [0, 1]; None returns the
+        summed map unscaled.
     percentile : float in (0, 100]
+    signed : whether the map is signed evidence (zero stays zero) or an unsigned score
+        (its smallest value becomes 0); ``core.is_signed(method)`` says which.
 
     Returns
     -------
-    numpy array (H, W), in [-1, 1] unless ``mode`` is None. An all-zero map stays
-    all zero. Chapter 00.
+    numpy array (H, W), in [-1, 1] or [0, 1] unless ``mode`` is None. An all-zero
+    (or, unsigned, constant) map becomes all zero. Chapter 00.
     """
     _check_mode(mode, percentile, "mode")
-    return _scale(_as_map(attribution), mode, percentile)
+    if not isinstance(signed, bool):
+        raise TypeError(f"signed: expected True or False, got {describe(signed)}")
+    return _scale(_as_map(attribution), mode, percentile, signed)
 
 
-def _bar_label(mode: str | None) -> str:
-    return "relevance" if mode is None else "relevance (scaled)"
+def _bar_label(mode: str | None, signed: bool, each: bool = False) -> str:
+    """What a colour bar shows: signed relevance or an unsigned score, raw or scaled (``each`` map on its own)."""
+    what = "relevance: + for, − against" if signed else "unsigned score: low to high"
+    return what if mode is None else f"{what} ({'each map ' if each else ''}scaled)"
 
 
 def _no_ticks(ax: Axes) -> None:
@@ -184,15 +244,18 @@ def heatmap(
     image=None,
     ax: Axes | None = None,
     *,
+    method=None,
+    signed: bool | None = None,
     normalize: str | None = "robust",
     percentile: float = 99.5,
     alpha: float = 0.6,
     title: str | None = None,
     colorbar: bool = False,
-    cmap: str = CMAP,
+    cmap: str | None = None,
+    vmin: float | None = None,
     vmax: float | None = None,
 ) -> AxesImage:
-    """Draw one attribution map: red for, blue against, white no evidence.
+    """Draw one attribution map: signed red for, blue against, white no evidence; unsigned dark low, yellow high.
 
     Parameters
     ----------
@@ -200,22 +263,30 @@ def heatmap(
     image : optional image (3, H, W) in [0, 1], drawn in grey underneath the map,
         which is then drawn with transparency ``alpha``.
     ax : the Axes to draw on; a new figure when None.
-    normalize, percentile : how the map is scaled, see ``normalize``; the colour limits
-        are always symmetric (vmin = -vmax), so zero is white. With None the raw values
-        are drawn between -max |R| and max |R|.
-    title, colorbar, cmap : decoration; ``cmap`` should stay diverging and symmetric.
-    vmax : with ``normalize=None``, the colour limit instead of the map's own max |R|: maps
-        drawn with the same ``vmax`` can be compared by their amplitude (values beyond it saturate).
+    method : the method that made the map (e.g. ``occlusion.rise``, or
+        ``functools.partial(gradient.saliency, abs=False)``); its declaration says whether the
+        map is signed. A map shifted or rescaled afterwards (RISE minus its mean) keeps its kind.
+    signed : instead of ``method``: True for evidence for and against (diverging ``CMAP``,
+        symmetric limits, zero white), False for unsigned scores (``SEQUENTIAL``, limits from
+        the map's own range). Neither given: signed.
+    normalize, percentile : how the map is scaled, see ``normalize``. With None the raw
+        values are drawn, between -max |R| and max |R| (signed) or min R and max R (unsigned).
+    title, colorbar, cmap : decoration; ``cmap`` (default: from ``signed``) should stay
+        diverging for signed maps and sequential for unsigned ones.
+    vmin, vmax : with ``normalize=None``, colour limits instead of the map's own: maps drawn
+        with the same limits can be compared by their amplitude (values beyond them saturate).
+        A signed map takes ``vmax`` alone (its limits are -vmax and vmax).
 
     Returns
     -------
     The ``AxesImage`` of the map (its ``.axes`` and ``.figure`` lead to the rest). Chapter 00.
     """
+    signed = _check_signed(method, signed)
     _check_mode(normalize, percentile, "normalize")
     _check_ax(ax)
     _check_alpha(alpha)
-    _check_vmax(vmax, normalize)
-    r = _scale(_as_map(attribution), normalize, percentile)
+    _check_limits(vmin, vmax, normalize, signed)
+    r = _scale(_as_map(attribution), normalize, percentile, signed)
     if ax is None:
         _, ax = plt.subplots(figsize=(3, 3), layout="constrained")
     if image is not None:
@@ -223,14 +294,18 @@ def heatmap(
         if grey.shape != r.shape:
             raise ValueError(f"image: expected height and width {r.shape} like attribution, got {grey.shape}")
         ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
-    vmax = _limit(r, normalize, vmax)
-    shown = ax.imshow(r, cmap=cmap, vmin=-vmax, vmax=vmax, alpha=alpha if image is not None else None)
+    low, high = _limits(r, normalize, signed, vmin, vmax)
+    shown = ax.imshow(r, cmap=cmap or _cmap(signed), vmin=low, vmax=high, alpha=alpha if image is not None else None)
     _no_ticks(ax)
     if title is not None:
         ax.set_title(title)
     if colorbar:
-        ax.figure.colorbar(shown, ax=ax, shrink=0.8, label=_bar_label(normalize))
+        ax.figure.colorbar(shown, ax=ax, shrink=0.8, label=_bar_label(normalize, signed))
     return shown
+
+
+def _cmap(signed: bool) -> str:
+    return CMAP if signed else SEQUENTIAL
 
 
 def series(
@@ -238,12 +313,14 @@ def series(
     signal,
     ax: Axes | None = None,
     *,
+    method=None,
+    signed: bool | None = None,
     normalize: str | None = "robust",
     percentile: float = 99.5,
     alpha: float = 0.8,
     title: str | None = None,
     colorbar: bool = False,
-    cmap: str = CMAP,
+    cmap: str | None = None,
 ) -> AxesImage:
     """Draw a time series as lines over a background shaded by its attribution.
 
@@ -251,16 +328,18 @@ def series(
     ----------
     attribution : tensor or array (C, L), (L,) or (1, C, L); channels are summed.
     signal : tensor or array (C, L), (L,) or (1, C, L); one black line per channel.
-    ax, normalize, percentile, alpha, title, colorbar, cmap : as in ``heatmap``.
+    ax, method, signed, normalize, percentile, alpha, title, colorbar, cmap : as in
+        ``heatmap`` (e.g. ``method=occlusion.timereise`` shades from dark to yellow).
 
     Returns
     -------
     The ``AxesImage`` of the shading. Chapter 03.
     """
+    signed = _check_signed(method, signed)
     _check_mode(normalize, percentile, "normalize")
     _check_ax(ax)
     _check_alpha(alpha)
-    r = _scale(_as_series(attribution), normalize, percentile)
+    r = _scale(_as_series(attribution), normalize, percentile, signed)
     lines = _to_numpy(signal, "signal")
     lines = lines[0] if lines.ndim == 3 and lines.shape[0] == 1 else lines
     lines = lines[None] if lines.ndim == 1 else lines
@@ -272,16 +351,17 @@ def series(
         _, ax = plt.subplots(figsize=(6, 2.5), layout="constrained")
     low, high = lines.min(), lines.max()
     margin = 0.05 * (high - low) or 0.5
-    vmax = _limit(r, normalize)
+    vmin, vmax = _limits(r, normalize, signed)
     extent = (-0.5, r.shape[0] - 0.5, low - margin, high + margin)
-    shown = ax.imshow(r[None], cmap=cmap, vmin=-vmax, vmax=vmax, alpha=alpha, aspect="auto", extent=extent)
+    shown = ax.imshow(r[None], cmap=cmap or _cmap(signed), vmin=vmin, vmax=vmax, alpha=alpha, aspect="auto",
+                      extent=extent)  # fmt: skip
     for channel in lines:
         ax.plot(np.arange(r.shape[0]), channel, color="black", linewidth=1)
     ax.set_xlabel("time step")
     if title is not None:
         ax.set_title(title)
     if colorbar:
-        ax.figure.colorbar(shown, ax=ax, label=_bar_label(normalize))
+        ax.figure.colorbar(shown, ax=ax, label=_bar_label(normalize, signed))
     return shown
 
 
@@ -289,12 +369,14 @@ def grid(
     images,
     maps: Mapping[str, object] | None = None,
     *,
+    method=None,
+    signed: bool | Mapping[str, bool] | None = None,
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
-    cmap: str = CMAP,
+    cmap: str | None = None,
     figsize: tuple[float, float] | None = None,
     normalize: str | None = "robust",
-    colorbar: bool = False,
+    colorbar: bool | None = None,
     shared: bool = False,
 ) -> Figure:
     """A figure of images x methods: one row per image, the image first, then one map per method.
@@ -303,22 +385,32 @@ def grid(
     ----------
     images : tensor or array (N, 3, H, W) in [0, 1]
     maps : dict method name -> attributions (N, C, H, W) or (N, H, W); None shows the images only.
+    method : the method that made every map, or a dict with the same keys as ``maps`` (e.g.
+        ``{"RISE": occlusion.rise, "LRP": lrp.explain}``): each column is drawn signed or
+        unsigned as its method declares, see ``heatmap``.
+    signed : instead of ``method``: True, False, or a dict with the same keys as ``maps``.
+        Neither given: every map is signed.
     row_labels : N labels written left of the rows (e.g. class names).
     col_labels : 1 + len(maps) column titles; default "image" and the method names.
     cmap, normalize : as in ``heatmap``; each map is normalized on its own.
-    colorbar : add one colour bar for all maps (with ``normalize=None`` and without ``shared``
-        each map keeps its own scale and the bar shows the last one's).
-    shared : draw every map on one colour scale, the 99.5th percentile of |R| over all maps
-        (``normalize="robust"``) or their max |R|, so that amplitudes can be compared across
-        images and methods; by default each map is scaled on its own.
+    colorbar : add one colour bar for the signed maps and one for the unsigned maps; default:
+        with ``shared``. (With ``normalize=None`` and without ``shared`` each map keeps its
+        own scale and a bar shows the last one's.)
+    shared : draw the maps of each kind on one colour scale, so that amplitudes can be
+        compared across images and methods: the signed ones from -L to L, L the 99.5th
+        percentile of |R| over all of them (``normalize="robust"``) or their max |R|; the
+        unsigned ones over their common robust or full range. By default each map is
+        scaled on its own.
 
     Returns
     -------
-    The ``Figure``, with N x (1 + len(maps)) axes (plus the colour bar). Chapter 00.
+    The ``Figure``, with N x (1 + len(maps)) axes (plus the colour bars). Chapter 00.
     """
     _check_mode(normalize, 99.5, "normalize")
     if not isinstance(shared, bool):
         raise TypeError(f"shared: expected True or False, got {describe(shared)}")
+    if colorbar is not None and not isinstance(colorbar, bool):
+        raise TypeError(f"colorbar: expected True, False or None (with shared), got {describe(colorbar)}")
     if maps is not None and not isinstance(maps, Mapping):
         raise TypeError(f"maps: expected a dict method name -> attributions, got {describe(maps)}")
     pictures = _as_batch(images)
@@ -329,6 +421,7 @@ def grid(
                 f"maps[{name!r}]: expected shape ({len(pictures)}, C, {pictures.shape[1]}, "
                 f"{pictures.shape[2]}) like images, got {_shape(value)}"
             )
+    kinds = _column_kinds(list(maps), method, signed)
     titles = list(col_labels) if col_labels is not None else ["image", *maps]
     _check_labels(titles, 1 + len(maps), "col_labels")
     if row_labels is not None:
@@ -337,26 +430,59 @@ def grid(
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=figsize or (1.8 * n_cols, 1.8 * n_rows), squeeze=False, layout="constrained"
     )
-    vmax = _shared_limit(list(maps.values()), normalize) if shared and maps else None
+    limits = {kind: _shared_limits([m for name, m in maps.items() if kinds[name] == kind], normalize, kind)
+              for kind in set(kinds.values())} if shared else {}  # fmt: skip
+    shown = {}
     for i, picture in enumerate(pictures):
         axes[i, 0].imshow(picture)
-        for j, value in enumerate(maps.values(), start=1):
-            shown = heatmap(value[i], ax=axes[i, j], normalize=None if shared else normalize, cmap=cmap, vmax=vmax)
+        for j, (name, value) in enumerate(maps.items(), start=1):
+            kind, mode = kinds[name], None if shared else normalize
+            low, high = limits.get(kind, (None, None))  # a signed map takes vmax alone
+            shown[kind] = heatmap(value[i], ax=axes[i, j], signed=kind, normalize=mode, cmap=cmap,
+                                  vmin=None if kind else low, vmax=high)  # fmt: skip
         if row_labels is not None:
             axes[i, 0].set_ylabel(str(row_labels[i]))
     for j, title in enumerate(titles):
         axes[0, j].set_title(str(title))
     for ax in axes.flat:
         _no_ticks(ax)
-    if colorbar and maps:
-        fig.colorbar(shown, ax=axes[:, 1:], shrink=0.6, label=_bar_label(None if shared else normalize))
+    if shared if colorbar is None else colorbar:
+        for kind in sorted(shown):  # the unsigned maps first: constrained layout puts the last bar nearest
+            label = _bar_label(None if shared else normalize, kind, each=True)
+            fig.colorbar(shown[kind], ax=axes[:, 1:], shrink=0.6, label=label)
     return fig
 
 
-def _shared_limit(maps: list[np.ndarray], mode: str | None) -> float:
-    """One colour limit for batches of maps (N, C, H, W) or (N, H, W), channels summed."""
-    limit = _largest(np.concatenate([(m.sum(axis=1) if m.ndim == 4 else m).ravel() for m in maps]), mode, 99.5)
-    return limit if limit > 0 else 1.0
+def _column_kinds(names: list[str], method, signed) -> dict[str, bool]:
+    """Whether each column of a grid is signed, from one method or signedness, or a dict of them by column."""
+    if isinstance(method, Mapping) or isinstance(signed, Mapping):
+        argument, given = ("method", method) if isinstance(method, Mapping) else ("signed", signed)
+        other = signed if argument == "method" else method
+        if other is not None:
+            raise ValueError(f"signed, method: expected one of them (the method declares whether its maps are "
+                             f"signed), got both, {argument} as a dict")  # fmt: skip
+        missing, extra = [n for n in names if n not in given], [n for n in given if n not in names]
+        if missing or extra:
+            raise ValueError(f"{argument}: expected one entry per column of maps {names}, got {list(given)} "
+                             f"(missing {missing}, not in maps {extra})")  # fmt: skip
+        if argument == "method":
+            return {n: is_signed(given[n], f"method[{n!r}]") for n in names}
+        bad = {n: v for n, v in given.items() if not isinstance(v, bool)}
+        if bad:
+            raise TypeError(f"signed: expected True or False for every column, got {bad}")
+        return dict(given)
+    kind = _check_signed(method, signed)
+    return {n: kind for n in names}
+
+
+def _shared_limits(maps: list[np.ndarray], mode: str | None, signed: bool) -> tuple[float, float]:
+    """One pair of colour limits for batches of maps (N, C, H, W) or (N, H, W), channels summed."""
+    values = np.concatenate([(m.sum(axis=1) if m.ndim == 4 else m).ravel() for m in maps])
+    if signed:
+        limit = _largest(values, mode, 99.5)
+        limit = limit if limit > 0 else 1.0
+        return -limit, limit
+    return _limits(values, None, False, *_span(values, mode, 99.5))
 
 
 def _class_indices(labels, n: int, classes: Sequence[str] | None) -> list[int]:

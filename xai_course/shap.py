@@ -227,7 +227,7 @@ def _exact_shapley(v: Callable, m: int) -> torch.Tensor:
     return shapley_from_values(v(_bits(torch.arange(2**m), m)))
 
 
-@contract
+@contract(signed=True)
 def exact(
     model: nn.Module,
     x: torch.Tensor,
@@ -341,7 +341,7 @@ def _kernel_shap(n_samples: int, seed: int) -> Callable:
     return shapley
 
 
-@contract
+@contract(signed=True)
 def kernel(
     model: nn.Module,
     x: torch.Tensor,
@@ -509,7 +509,7 @@ def _check_summation(contributions: torch.Tensor, delta_f: torch.Tensor) -> None
         )
 
 
-@contract
+@contract(signed=True)
 def deep(model: nn.Module, x: torch.Tensor, target=None, *, background: torch.Tensor) -> torch.Tensor:
     """Deep SHAP: DeepLIFT rescale attributions against each background row, averaged.
 
@@ -555,7 +555,7 @@ def _deep_one(model: nn.Module, x_n: torch.Tensor, t: int, background: torch.Ten
 # ----------------------------------------------------------------------------- local to global
 
 
-@contract
+@contract(signed=lambda reduce: reduce == "class")  # class means of signed maps; "abs" is unsigned
 def global_importance(
     explain: Callable, model: nn.Module, x: torch.Tensor, labels=None, *, reduce: str = "class", **parameters
 ) -> torch.Tensor:

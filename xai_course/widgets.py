@@ -112,8 +112,8 @@ class Explorer(widgets.VBox):
     def render(self, **params):
         """Call the callback with ``params`` (missing ones from the controls) and return the result to show.
 
-        Figures and arrays (drawn with ``plot.heatmap``, over the selected image if
-        there are images) become a PNG ``Image``; strings and numbers become a ``str``.
+        Figures and arrays (drawn with ``plot.heatmap`` as signed maps, over the selected
+        image if there are images) become a PNG ``Image``; strings and numbers become a ``str``.
         Exceptions of the callback propagate. Chapter 00.
         """
         params = {**self.values(), **params}
@@ -172,7 +172,8 @@ def explorer(callback: Callable, images=None, *, cache_size: int = 32, **paramet
     ----------
     callback : a plain function ``callback(**params)`` (``callback(image=index, **params)``
         when ``images`` is given) returning a matplotlib Figure, an array or tensor
-        (drawn as a heatmap), or a string or number (printed).
+        (drawn as a signed heatmap; for an unsigned map return a Figure drawn with
+        ``plot.heatmap(..., method=...)``), or a string or number (printed).
     images : optional tensor (N, 3, H, W); adds an "image" slider selecting the index.
     cache_size : how many results to keep (least recently used go first).
     **parameter_widgets : parameter name -> an ipywidgets widget, or a shorthand:
