@@ -3,7 +3,7 @@
 Import the modules you need (``import xai_course as xc`` gives them all):
 ``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``,
 ``occlusion``, ``inversion``, ``rules``, ``deep_taylor``, ``deconvnet``, ``guide`` (the method
-registry and chooser of chapter 08).
+registry and chooser of chapter 08), ``exercises`` (the self-checks of the exercises).
 """
 
 from . import (
@@ -12,6 +12,7 @@ from . import (
     deconvnet,
     deep_taylor,
     evaluate,
+    exercises,
     gradient,
     guide,
     inversion,
@@ -24,6 +25,6 @@ from . import (
     widgets,
 )
 
-__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "gradient", "guide", "inversion", "lrp", "models",
-           "occlusion", "plot", "rules", "shap", "widgets"]  # fmt: skip
+__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "exercises", "gradient", "guide", "inversion", "lrp",
+           "models", "occlusion", "plot", "rules", "shap", "widgets"]  # fmt: skip
 __version__ = "0.1.0"
