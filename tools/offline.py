@@ -9,6 +9,7 @@ packages of the ``[docs]`` extra, never from a CDN.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import nbformat
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+MATHJAX = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # the one config jupyter-server-mathjax ships
 NOTE = (
     "<p class='course-widget-note'><em>Interactive in JupyterLab: move the controls there. "
     "Here, what it shows at its default setting.</em></p>"
@@ -83,3 +85,12 @@ def copy_assets(source: Path, target: Path) -> None:
     """Copy the folder ``source`` to ``target`` unless it is already there."""
     if not target.exists():
         shutil.copytree(source, target)
+
+
+def folders(description: str, target: str) -> tuple[Path, Path]:
+    """The two command-line arguments of a builder: the executed notebooks' folder and its output folder."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("source", type=Path, help="the executed notebooks (build/executed)")
+    parser.add_argument("target", type=Path, help=target)
+    args = parser.parse_args()
+    return args.source, args.target

@@ -11,7 +11,6 @@ cells are folded, as in JupyterLab, and so are the speaker notes written for the
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -20,12 +19,11 @@ import nbformat
 from nbconvert import HTMLExporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from offline import copy_assets, mathjax_dir, widget_figures  # noqa: E402
+from offline import MATHJAX, copy_assets, folders, mathjax_dir, widget_figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 COURSE = "Explaining CNNs"
-MATHJAX = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # the config jupyter-server-mathjax ships
 PREFACE = """\
 *This is the course executed once, with every figure and output, for reading in a browser. The explorers
 (widgets) show their figure at the default setting; to move their controls and run the code, clone the
@@ -163,14 +161,10 @@ def build(source: Path, target: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="the executed notebooks (build/executed)")
-    parser.add_argument("target", type=Path, help="the site's folder (build/site)")
-    args = parser.parse_args(argv)
-    pages = build(args.source, args.target)
-    print(f"{len(pages)} pages in {args.target}/ (open {args.target / 'index.html'})")
-
+def main() -> None:
+    source, target = folders(__doc__.splitlines()[0], "the site's folder (build/site)")
+    pages = build(source, target)
+    print(f"{len(pages)} pages in {target}/ (open {target / 'index.html'})")
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,6 @@ printed tables get a smaller font until they fit the slide; what still does not 
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import shutil
@@ -28,11 +27,10 @@ import nbformat
 from nbconvert import SlidesExporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from offline import copy_assets, mathjax_dir, reveal_dir, widget_figures  # noqa: E402
+from offline import MATHJAX, copy_assets, folders, mathjax_dir, reveal_dir, widget_figures  # noqa: E402
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 COURSE = "Explaining CNNs"
-MATHJAX = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"  # the config jupyter-server-mathjax ships
 REVEAL = "reveal.js"  # the folder next to the decks
 SHORT_CODE = 8  # code cells up to this many lines may show their code on the slides (shows_code)
 ASSERT = re.compile(r"^\s*assert\b|assert_close\(", re.MULTILINE)
@@ -207,14 +205,10 @@ def build(source: Path, target: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="the executed notebooks (build/executed)")
-    parser.add_argument("target", type=Path, help="the decks' folder (build/slides)")
-    args = parser.parse_args(argv)
-    files = build(args.source, args.target)
-    print(f"{len(files) - 1} decks in {args.target}/ (open {args.target / 'index.html'}; press S for speaker notes)")
-
+def main() -> None:
+    source, target = folders(__doc__.splitlines()[0], "the decks' folder (build/slides)")
+    files = build(source, target)
+    print(f"{len(files) - 1} decks in {target}/ (open {target / 'index.html'}; press S for speaker notes)")
 
 if __name__ == "__main__":
     main()
