@@ -13,7 +13,9 @@ import inspect
 import math
 import os
 import re
+import threading
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -444,17 +446,32 @@ def _restore(s: _Snapshot) -> None:
         current.update(entries)
 
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> the lock of its explanations
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock(model: nn.Module) -> threading.RLock:
+    """The lock that one explanation of ``model`` holds at a time (re-entrant: a method may call another)."""
+    with _LOCKS_LOCK:
+        if model not in _LOCKS:
+            _LOCKS[model] = threading.RLock()
+        return _LOCKS[model]
+
+
 @contextlib.contextmanager
 def model_guard(model: nn.Module):
     """Guarantee that ``model`` leaves the block exactly as it entered, even on an exception.
 
     Restores sub-modules, parameters and buffers (objects and values), their
     gradients and ``requires_grad`` flags, every ``training`` and ``inplace`` flag,
-    and removes every module or parameter hook added inside the block. Chapter 00.
+    and removes every module or parameter hook added inside the block. One block per
+    model at a time: a second thread explaining the same model waits for the first,
+    so that neither sees the other's hooks, frozen parameters or eval mode. Chapter 00.
     """
     check_model(model)
-    snapshot = _snapshot(model)
-    try:
-        yield model
-    finally:
-        _restore(snapshot)
+    with _lock(model):
+        snapshot = _snapshot(model)
+        try:
+            yield model
+        finally:
+            _restore(snapshot)
