@@ -81,6 +81,12 @@ def mathjax_dir() -> Path:
     return _package_dir("jupyter_server_mathjax", "static")
 
 
+def remove_stale(target: Path, written: list[Path]) -> None:
+    """Delete the pages in ``target`` that this build did not write (a chapter renamed or removed)."""
+    for stale in set(target.glob("*.html")) - set(written):
+        stale.unlink()
+
+
 def copy_assets(source: Path, target: Path) -> None:
     """Copy the folder ``source`` to ``target`` unless it is already there."""
     if not target.exists():

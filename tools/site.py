@@ -19,7 +19,7 @@ import nbformat
 from nbconvert import HTMLExporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from offline import MATHJAX, copy_assets, folders, mathjax_dir, widget_figures  # noqa: E402
+from offline import MATHJAX, copy_assets, folders, mathjax_dir, remove_stale, widget_figures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -155,8 +155,7 @@ def build(source: Path, target: Path) -> list[Path]:
     written.append(target / "index.html")
     written[-1].write_text(body, encoding="utf-8")
 
-    for stale in set(target.glob("*.html")) - set(written):  # a chapter renamed or removed
-        stale.unlink()
+    remove_stale(target, written)
     copy_assets(mathjax_dir(), target / "mathjax")
     return written
 
@@ -165,6 +164,7 @@ def main() -> None:
     source, target = folders(__doc__.splitlines()[0], "the site's folder (build/site)")
     pages = build(source, target)
     print(f"{len(pages)} pages in {target}/ (open {target / 'index.html'})")
+
 
 if __name__ == "__main__":
     main()

@@ -27,7 +27,7 @@ import nbformat
 from nbconvert import SlidesExporter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from offline import MATHJAX, copy_assets, folders, mathjax_dir, reveal_dir, widget_figures  # noqa: E402
+from offline import MATHJAX, copy_assets, folders, mathjax_dir, remove_stale, reveal_dir, widget_figures  # noqa: E402
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 COURSE = "Explaining CNNs"
@@ -196,8 +196,7 @@ def build(source: Path, target: Path) -> list[Path]:
     written.append(target / "index.html")
     written[-1].write_text(html, encoding="utf-8")
 
-    for stale in set(target.glob("*.html")) - set(written):  # a chapter renamed or removed
-        stale.unlink()
+    remove_stale(target, written)
     copy_assets(reveal_dir(), target / REVEAL)
     copy_assets(mathjax_dir(), target / "mathjax")
     for unused in ("css", "plugin/markdown", "plugin/highlight", "plugin/math", "plugin/search", "plugin/zoom"):
@@ -209,6 +208,7 @@ def main() -> None:
     source, target = folders(__doc__.splitlines()[0], "the decks' folder (build/slides)")
     files = build(source, target)
     print(f"{len(files) - 1} decks in {target}/ (open {target / 'index.html'}; press S for speaker notes)")
+
 
 if __name__ == "__main__":
     main()
