@@ -15,7 +15,6 @@ import os
 import re
 import threading
 import traceback
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -385,6 +384,44 @@ def is_signed(method, name: str = "method") -> bool:
     return bool(declared(**{p: settings.arguments[p] for p in inspect.signature(declared).parameters}))
 
 
+def target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The batched input, the gradient of the target logit with respect to it, and whether x came unbatched.
+
+    The model is evaluated in eval mode; the guard puts its flags back afterwards. ``forward_mode``, a
+    context manager entered around the forward pass, lets a method change the backward pass of some
+    operations (the deconvnet's ReLU rules). Chapter 00.
+    """
+    check_model(model)
+    x, unbatched = check_input(model, x)
+    with model_guard(model):
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            inputs = x.requires_grad_(True)  # check_input's copy
+            with forward_mode or contextlib.nullcontext():
+                logits = model(inputs.clone())  # a model may write into its input; a leaf cannot be
+            target = resolve_target(target, logits)
+            check_differentiable(logits)
+            score = logits.gather(1, target.unsqueeze(1)).sum()
+            (grad,) = torch.autograd.grad(score, inputs)
+    return x.detach(), grad, unbatched
+
+
+def type_names(types: tuple) -> str:
+    """The names of ``types`` for a message: "Conv2d, Linear". Chapter 01."""
+    return ", ".join(t.__name__ for t in types)
+
+
+def is_model_input(a: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether ``a`` holds the values of the model input ``x`` in their order: x, a copy or a reshape (nn.Flatten).
+
+    Compared by value, so that a model whose first layer is an in-place ReLU is read as its non-in-place twin.
+    Chapter 01.
+    """
+    return a is x or (a.shape[0] == x.shape[0] and a.numel() == x.numel() and torch.equal(a.reshape(-1), x.reshape(-1)))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` on ``x``, computed in batches without gradients; x is never written to. Chapter 00."""
@@ -446,16 +483,10 @@ def _restore(s: _Snapshot) -> None:
         current.update(entries)
 
 
-_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> the lock of its explanations
-_LOCKS_LOCK = threading.Lock()
-
-
-def _lock(model: nn.Module) -> threading.RLock:
-    """The lock that one explanation of ``model`` holds at a time (re-entrant: a method may call another)."""
-    with _LOCKS_LOCK:
-        if model not in _LOCKS:
-            _LOCKS[model] = threading.RLock()
-        return _LOCKS[model]
+# Explanations change the model while they run (hooks, eval mode, frozen parameters), and torch.fx, which LRP uses
+# to find a model's graph, patches nn.Module.__call__ for the whole process while it traces: the package's
+# explanations and traces run one at a time (re-entrant: a method may call another).
+EXPLAINING = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -464,12 +495,12 @@ def model_guard(model: nn.Module):
 
     Restores sub-modules, parameters and buffers (objects and values), their
     gradients and ``requires_grad`` flags, every ``training`` and ``inplace`` flag,
-    and removes every module or parameter hook added inside the block. One block per
-    model at a time: a second thread explaining the same model waits for the first,
-    so that neither sees the other's hooks, frozen parameters or eval mode. Chapter 00.
+    and removes every module or parameter hook added inside the block. It holds
+    ``EXPLAINING``: an explanation in a second thread waits for the first, so that neither
+    sees the other's hooks, frozen parameters, eval mode or torch.fx trace. Chapter 00.
     """
     check_model(model)
-    with _lock(model):
+    with EXPLAINING:
         snapshot = _snapshot(model)
         try:
             yield model

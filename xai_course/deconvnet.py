@@ -64,9 +64,9 @@ from .core import (
     model_guard,
     output_like,
     predict,
+    target_gradient,
 )
 from .evaluate import spearman
-from .gradient import _target_gradient
 
 # ----------------------------------------------------------------------------- the modified ReLU backward passes
 
@@ -125,7 +125,7 @@ class _ReLURule(TorchFunctionMode):
 
 def _modified_gradient(model, x, target, guided: bool) -> torch.Tensor:
     """The gradient of the target's logit with every ReLU's backward pass replaced by the rule."""
-    x, r, unbatched = _target_gradient(model, x, target, forward_mode=_ReLURule(guided))
+    x, r, unbatched = target_gradient(model, x, target, forward_mode=_ReLURule(guided))
     return output_like(r, x, unbatched)
 
 

@@ -81,7 +81,7 @@ def _check_activations(model: nn.Module) -> None:
     if negative:
         raise NotImplementedError(
             f"model: deep Taylor decomposition needs activations >= 0 (its z+ rule loses the relevance of negative "
-            f"ones), got {', '.join(negative)}; supported: {lrp._names(ACTIVATIONS)}; use lrp.explain instead"
+            f"ones), got {', '.join(negative)}; supported: {core.type_names(ACTIVATIONS)}; use lrp.explain instead"
         )
 
 
@@ -265,7 +265,7 @@ def _first_layer(model: nn.Module, x: torch.Tensor) -> str:
     names, found = {m: n for n, m in model.named_modules()}, []
 
     def record(module, args):
-        if args and lrp._is_model_input(args[0], x) and not found:
+        if args and core.is_model_input(args[0], x) and not found:
             found.append(names[module])
 
     handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, lrp.WEIGHTED)]

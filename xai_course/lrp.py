@@ -261,10 +261,6 @@ BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 SUPPORTED = WEIGHTED + RELU_LIKE + PASS_ACTIVATIONS + MAXPOOLS + NORMS + SHAPE
 
 
-def _names(types: tuple) -> str:
-    return ", ".join(t.__name__ for t in types)
-
-
 def _kind(name: str, module: nn.Module, composite: Composite) -> str:
     """How the engine treats ``module``: weighted, gradient, pass, maxpool, norm, batchnorm or unsupported."""
     if isinstance(module, WEIGHTED):
@@ -418,7 +414,7 @@ def relevance_step(rule: Rule, layer: nn.Module, a: torch.Tensor, relevance: tor
     if not isinstance(rule, Rule) or isinstance(rule, Pass):
         raise TypeError(f"rule: expected a rule for conv and linear layers, e.g. Epsilon(), got {core.describe(rule)}")
     if not isinstance(layer, WEIGHTED):
-        raise NotImplementedError(f"layer: expected one of {_names(WEIGHTED)}, got {type(layer).__name__}")
+        raise NotImplementedError(f"layer: expected one of {core.type_names(WEIGHTED)}, got {type(layer).__name__}")
     leaves: dict = {}
     with torch.enable_grad():
         a, relevance = a.detach().requires_grad_(), relevance.detach()
@@ -475,16 +471,9 @@ def _uses_constants(rule: Rule | None) -> bool:
     return rule is not None and any(t.input in CONSTANT_INPUTS for g in rule.groups() for t in g.terms)
 
 
-def _is_model_input(a: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether ``a`` holds the values of the model input ``x`` in their order: x, a copy or a reshape (nn.Flatten).
-
-    Compared by value, so that a model whose first layer is an in-place ReLU is read as its non-in-place twin."""
-    return a is x or (a.shape[0] == x.shape[0] and a.numel() == x.numel() and torch.equal(a.reshape(-1), x.reshape(-1)))
-
-
 def _check_first_input(rule: Rule, name: str, a: torch.Tensor, run: _Run) -> None:
     """Check that a rule with constant inputs reads the model input, within zB's bounds; make the constant inputs."""
-    if _uses_constants(rule) and not _is_model_input(a, run.x):
+    if _uses_constants(rule) and not core.is_model_input(a, run.x):
         raise NotImplementedError(f"composite: {rule} on {name} needs the model input, but {name} reads another tensor")
     if isinstance(rule, ZBox):
         x = run.x  # a is x or a reshape of it; the bounds broadcast to x
@@ -564,7 +553,8 @@ def _pass_hook(module, args, y):
 
 
 def _refuse_hook(module, args, out):
-    raise NotImplementedError(f"model: {type(module).__name__} has no LRP rule; supported: {_names(SUPPORTED)}")
+    supported = core.type_names(SUPPORTED)
+    raise NotImplementedError(f"model: {type(module).__name__} has no LRP rule; supported: {supported}")
 
 
 def _install(model: nn.Module, run: _Run) -> None:
@@ -588,7 +578,7 @@ def _propagate(model: nn.Module, target, run: _Run, return_layers: bool):
     logits = model(run.x.clone()).flatten(1)
     target = core.resolve_target(target, logits)
     onehot = F.one_hot(target, logits.shape[1]).to(logits)
-    names = [n for n in run.inputs if not _is_model_input(run.inputs[n], run.x)] if return_layers else []
+    names = [n for n in run.inputs if not core.is_model_input(run.inputs[n], run.x)] if return_layers else []
     tensors = [run.x, *run.leaves.values(), *(run.inputs[n] for n in names)]
     # the scalar <logits, onehot>, not grad_outputs=onehot: torch imports sympy (0.7 s) at its first grad_outputs
     grads = torch.autograd.grad((logits * onehot).sum(), tensors, allow_unused=True)
@@ -741,7 +731,7 @@ def _module_row(name, module, kind, rule, maxpool, reads_input, norm) -> tuple[s
         return what[kind], None
     if kind == "batchnorm":
         return "-", f"{name} (BatchNorm): merge it into the layer before with lrp.canonize(model)"
-    return "-", f"{name}: {type(module).__name__} has no LRP rule; supported: {_names(SUPPORTED)}"
+    return "-", f"{name}: {type(module).__name__} has no LRP rule; supported: {core.type_names(SUPPORTED)}"
 
 
 def _notes(seen: dict, modules: dict, composite: Composite) -> list[str]:
@@ -768,7 +758,7 @@ def _check_composite(model: nn.Module, composite: Composite) -> None:
         if isinstance(modules[name], WEIGHTED) == isinstance(rule, Pass):
             raise ValueError(
                 f"composite: layers[{name!r}] is {rule!r}, but Pass is the rule for element-wise "
-                f"modules and the others for {_names(WEIGHTED)}; {name} is {type(modules[name]).__name__}"
+                f"modules and the others for {core.type_names(WEIGHTED)}; {name} is {type(modules[name]).__name__}"
             )
 
 
@@ -782,7 +772,8 @@ def _is_reshape(node: fx.Node, model: nn.Module) -> bool:
 def _calls(model: nn.Module) -> tuple[list, list, str | None]:
     """The module calls (name, reads the model input) and functional calls of ``model`` in forward order."""
     try:
-        graph = _Tracer().trace(model)
+        with core.EXPLAINING:  # the trace patches nn.Module.__call__ for the whole process
+            graph = _Tracer().trace(model)
     except Exception as error:  # data-dependent control flow and the like
         leaves = [n for n, m in model.named_modules() if not list(m.children())]
         return [(n, None) for n in leaves], [], f"{type(error).__name__}: {error}"
@@ -882,7 +873,8 @@ def canonize(model, x=None) -> fx.GraphModule:
     original = model
     model = copy.deepcopy(model).eval()
     try:
-        gm = fx.GraphModule(model, _Tracer().trace(model), class_name=f"Canonized{type(model).__name__}")
+        with core.EXPLAINING:  # the trace patches nn.Module.__call__ for the whole process
+            gm = fx.GraphModule(model, _Tracer().trace(model), class_name=f"Canonized{type(model).__name__}")
     except Exception as error:
         raise NotImplementedError(f"model: canonize needs torch.fx to trace the model, it failed: {error}") from None
     uses = {}
