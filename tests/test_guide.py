@@ -1,5 +1,6 @@
 """The method registry, the chooser and the combination of methods (chapter 08)."""
 
+import inspect
 import math
 
 import pytest
@@ -224,3 +225,22 @@ def test_one_unbatched_sample_is_explained_as_a_batch_of_one(method, cases):
     single = method.explain(model, x[0], None)
     assert single.shape == x[0].shape
     torch.testing.assert_close(single, method.explain(model, x[:1], None)[0])
+
+
+def test_attribution_methods_declare_their_properties():
+    """Every public method that returns maps (declares ``signed``) also declares what it needs from the model and
+    whether it is random, next to its code; it is random exactly when it takes a seed. The guide's rows of these
+    methods are what they declare."""
+    from test_contract import METHODS  # the sweep's discovery: every public method with model and x
+
+    maps = {name: m for name, m in METHODS.items() if m.signed is not None}
+    maps = {name: m for name, m in maps.items() if "explain" not in inspect.signature(m).parameters}  # aggregators
+    assert len(maps) >= 12  # (shap.global_importance) have the properties of the method they are given
+    for name, method in maps.items():
+        assert method.needs in guide.ACCESS, name
+        assert method.random == ("seed" in inspect.signature(method).parameters), name
+        assert method.sums_to is None or isinstance(method.sums_to, str), name
+    for row in guide.METHODS.values():  # those whose explain is the package's method itself
+        if row.explain in maps.values():
+            assert (row.needs, row.random, row.completeness) == (row.explain.needs, row.explain.random,
+                                                                  row.explain.sums_to), row.name

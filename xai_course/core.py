@@ -303,9 +303,10 @@ def _diagnose(model: nn.Module, x, name: str, error: BaseException) -> None:
 
 
 _MODEL_INPUTS = ("x", "background", "auxiliary")
+ACCESS = ("outputs", "gradients", "layers")  # what a method needs from the model, least first
 
 
-def contract(method: Callable | None = None, *, signed=None) -> Callable:
+def contract(method: Callable | None = None, *, signed=None, needs=None, random=None, sums_to=None) -> Callable:
     """Decorator of every public method with arguments ``model`` and ``x``: a clear error when the call fails
     because ``model`` is not a module, ``x`` (or a ``background`` or ``auxiliary`` data set the method also runs
     through the model) does not fit the model or the model does not return logits.
@@ -317,13 +318,19 @@ def contract(method: Callable | None = None, *, signed=None) -> Callable:
     for evidence for and against the target, zero meaning no evidence; False for unsigned scores whose zero is
     not "no evidence" (magnitudes, expected probabilities, ranks); a function of some of the method's keyword
     settings returning one of them (``gradient.saliency``: ``lambda abs: not abs``); or None, the default, for a
-    method that returns no attribution map. Used bare (``@contract``) or with it (``@contract(signed=False)``);
-    the decorated method carries it as ``method.signed``. Chapter 00.
+    method that returns no attribution map. An attribution method also declares what it ``needs`` from the
+    model (one of ``ACCESS``: "outputs" for a black box, "gradients", or "layers": a rule for every layer type),
+    whether it is ``random`` (depends on a seed) and what its attributions sum to (``sums_to``, text, or None);
+    ``guide`` reads them from here. Used bare (``@contract``) or with them (``@contract(signed=False, ...)``);
+    the decorated method carries them as attributes (``method.signed``, ``method.needs``...). Chapter 00.
     """
     if method is None:
-        return functools.partial(contract, signed=signed)
+        return functools.partial(contract, signed=signed, needs=needs, random=random, sums_to=sums_to)
     signature = inspect.signature(method)
     _check_declaration(signed, signature, method.__qualname__)
+    if needs not in (None, *ACCESS) or random not in (None, True, False) or not isinstance(sums_to, (str, type(None))):
+        raise TypeError(f"contract of {method.__qualname__}: expected needs in {ACCESS}, random a bool and sums_to "
+                        f"text, got {needs!r}, {random!r}, {sums_to!r}")  # fmt: skip
 
     @functools.wraps(method)
     def checked(*args, **kwargs):
@@ -338,7 +345,7 @@ def contract(method: Callable | None = None, *, signed=None) -> Callable:
                     _diagnose(model, getattr(value, "images", value), name, error)  # a data set: its images
             raise
 
-    checked.signed = signed
+    checked.signed, checked.needs, checked.random, checked.sums_to = signed, needs, random, sums_to
     return checked
 
 

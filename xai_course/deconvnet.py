@@ -129,7 +129,7 @@ def _modified_gradient(model, x, target, guided: bool) -> torch.Tensor:
     return output_like(r, x, unbatched)
 
 
-@contract(signed=True)
+@contract(signed=True, needs="gradients", random=False)
 def deconvnet(model, x, target=None) -> torch.Tensor:
     """The deconvnet map of the target's logit (Zeiler & Fergus 2014), as a modified gradient.
 
@@ -141,7 +141,7 @@ def deconvnet(model, x, target=None) -> torch.Tensor:
     return _modified_gradient(model, x, target, guided=False)
 
 
-@contract(signed=True)
+@contract(signed=True, needs="gradients", random=False)
 def guided_backprop(model, x, target=None) -> torch.Tensor:
     """Guided backprop (Springenberg et al. 2015): R_in = R_out 1[z > 0] 1[R_out > 0] at every ReLU call.
 
@@ -369,7 +369,7 @@ def _keep(a: torch.Tensor, channel: int, positions: torch.Tensor | None) -> torc
     return kept
 
 
-@contract(signed=True)
+@contract(signed=True, needs="gradients", random=False)
 def project(model, x, layer: str, channel: int, *, position=None) -> torch.Tensor:
     """The deconvolutional network of Zeiler & Fergus (2014): one feature of ``layer`` projected to pixel space.
 

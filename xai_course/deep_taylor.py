@@ -85,7 +85,7 @@ def _check_activations(model: nn.Module) -> None:
         )
 
 
-@core.contract(signed=True)
+@core.contract(signed=True, needs="layers", random=False, sums_to="the logit (biases ignored)")
 def explain(model, x, target=None, *, input_rule: str = "zb", low=0.0, high=1.0, return_layers: bool = False):
     """Deep Taylor decomposition of the target's logit onto the input (Montavon et al. 2017).
 

@@ -99,7 +99,7 @@ def _relative(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / den.where(den > 0, 1.0), torch.where(num > 0, math.inf, 0.0))
 
 
-@contract(signed=False)
+@contract(signed=False, needs="outputs", random=True)
 def random_attribution(model, x, target=None, *, seed: int = 0) -> torch.Tensor:
     """The random baseline: uniform noise in [0, 1) of the shape of ``x``, the same for the same seed.
 

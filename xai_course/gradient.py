@@ -13,7 +13,7 @@ import torch
 from .core import contract, output_like, target_gradient
 
 
-@contract(signed=lambda abs: not abs)  # |gradient| is unsigned, the gradient signed
+@contract(signed=lambda abs: not abs, needs="gradients", random=False)  # |gradient| unsigned, the gradient signed
 def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
     """Gradient of the target logit with respect to the input.
 
@@ -24,7 +24,7 @@ def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
     return output_like(grad.abs() if abs else grad, x, unbatched)
 
 
-@contract(signed=True)
+@contract(signed=True, needs="gradients", random=False)
 def gradient_x_input(model, x, target=None) -> torch.Tensor:
     """Gradient of the target logit times the input, x * dS_c/dx. Same shape as ``x``. Chapter 00."""
     x, grad, unbatched = target_gradient(model, x, target)

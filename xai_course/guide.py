@@ -4,7 +4,8 @@ The survey (section 3) compares its methods in words. Here every method of chapt
 carries the properties a student needs to pick one (what it needs from the model, which data it
 explains, whether its maps show negative evidence, whether it is random, whether it gives a global
 view, which completeness property it has) and, for attribution methods, a function in the calling
-contract with the course's defaults. ``evaluate.compare``, ``choose`` and the tests all use this one
+contract with the course's defaults. An attribution method's properties are the ones it declares next to
+its code (``core.contract``); only the methods that return no map have theirs written here. ``evaluate.compare``, ``choose`` and the tests all use this one
 list, so the chooser's reasons are the measured numbers of the same functions. The perturbation methods'
 budgets (RISE 300 masks, Kernel SHAP 256 coalitions, the sliding window's 225 windows) are what chapter 08
 can afford when it runs every method in under a minute; chapters 02 and 03 show how their noise falls with
@@ -21,10 +22,9 @@ import torch
 from torch import nn
 
 from . import deconvnet, deep_taylor, gradient, lrp, occlusion, shap
-from .core import check_input, check_model, contract, describe
+from .core import ACCESS, check_input, check_model, contract, describe, is_signed
 from .evaluate import Scores
 
-ACCESS = ("outputs", "gradients", "layers")  # what a method needs from the model, least first
 DATA = ("images", "time series", "tables")
 
 
@@ -113,32 +113,40 @@ def _sidu(model, x, target=None):
 
 _ANY = DATA
 _SIGNALS = ("images", "time series")
+def _declared(name: str, chapter: int, summary: str, method: Callable, data: tuple, explain: Callable | None = None,
+              negative_evidence: bool | None = None, global_view: bool = False) -> Method:
+    """The row of an attribution method: what it needs, whether it is random and what it sums to are what
+    ``method`` declares (``core.contract``); its maps show negative evidence when they are signed, unless
+    ``negative_evidence`` says otherwise. ``explain`` (default ``method``) runs it with the course's defaults."""
+    negative = is_signed(method) if negative_evidence is None else negative_evidence
+    return Method(name, chapter, summary, method.needs, data, negative, method.random, global_view, method.sums_to,
+                  explain or method)
+
+
 METHODS = {
     m.name: m
     for m in [
-        Method("saliency", 0, "|gradient| of the logit", "gradients", _ANY, False, False, False, None,
-               gradient.saliency),
-        Method("gradient_x_input", 0, "gradient times input", "gradients", _ANY, True, False, False, None,
-               gradient.gradient_x_input),
-        Method("lrp", 1, "LRP, composite epsilon-gamma-box", "layers", _ANY, True, False, False,
-               "the logit, less what biases absorb", _lrp),
-        Method("kernel_shap", 2, "Kernel SHAP on 16 grid superpixels, 256 coalitions", "outputs", ("images",), True,
-               True, True, "f(x) - f(baseline) (efficiency)", _kernel_shap),
-        Method("deep_shap", 2, "Deep SHAP against the batch's mean colour", "layers", _ANY, True, False, True,
-               "f(x) - f(background) (summation to delta)", _deep_shap),
-        Method("sliding_window", 3, "occlusion by an 8-pixel window, stride 4, mean fill", "outputs", _SIGNALS, True,
-               False, False, None, _sliding_window),
-        Method("rise", 3, "RISE, 300 random masks, mean fill", "outputs", _SIGNALS, False, True, False, None, _rise),
-        Method("sidu", 3, "SIDU, masks from the last convolution's feature maps", "layers", _SIGNALS, False, False,
-               False, None, _sidu),
-        Method("timereise", 3, "TimeREISE, random slices of a series", "outputs", ("time series",), False, True, False,
-               None, occlusion.timereise),
-        Method("deep_taylor", 6, "deep Taylor decomposition, z+ hidden and zB input", "layers", _ANY, False, False,
-               False, "the logit (biases ignored)", _deep_taylor),
-        Method("deconvnet", 7, "deconvnet (ReLU on the backward signal)", "gradients", _ANY, False, False, False, None,
-               deconvnet.deconvnet),
-        Method("guided_backprop", 7, "guided backpropagation", "gradients", _ANY, False, False, False, None,
-               deconvnet.guided_backprop),
+        _declared("saliency", 0, "|gradient| of the logit", gradient.saliency, _ANY),
+        _declared("gradient_x_input", 0, "gradient times input", gradient.gradient_x_input, _ANY),
+        _declared("lrp", 1, "LRP, composite epsilon-gamma-box", lrp.explain, _ANY, _lrp),
+        # shap.global_importance averages SHAP values over a data set: a global view
+        _declared("kernel_shap", 2, "Kernel SHAP on 16 grid superpixels, 256 coalitions", shap.kernel, ("images",),
+                  _kernel_shap, global_view=True),
+        _declared("deep_shap", 2, "Deep SHAP against the batch's mean colour", shap.deep, _ANY, _deep_shap,
+                  global_view=True),
+        _declared("sliding_window", 3, "occlusion by an 8-pixel window, stride 4, mean fill",
+                  occlusion.sliding_window, _SIGNALS, _sliding_window),
+        _declared("rise", 3, "RISE, 300 random masks, mean fill", occlusion.rise, _SIGNALS, _rise),
+        _declared("sidu", 3, "SIDU, masks from the last convolution's feature maps", occlusion.sidu, _SIGNALS, _sidu),
+        _declared("timereise", 3, "TimeREISE, random slices of a series", occlusion.timereise, ("time series",)),
+        # signed, but the sign hardly depends on the target (z+ keeps relevance positive; chapters 06 and 07)
+        _declared("deep_taylor", 6, "deep Taylor decomposition, z+ hidden and zB input", deep_taylor.explain, _ANY,
+                  _deep_taylor, negative_evidence=False),
+        _declared("deconvnet", 7, "deconvnet (ReLU on the backward signal)", deconvnet.deconvnet, _ANY,
+                  negative_evidence=False),
+        _declared("guided_backprop", 7, "guided backpropagation", deconvnet.guided_backprop, _ANY,
+                  negative_evidence=False),
+        # the methods that return no attribution map: their properties are written here
         Method("inversion", 4, "rebuild the input from a layer's features (optimization or decoder)", "gradients",
                ("images",), False, True, False, None, None),
         Method("lore", 5, "a local decision rule and counterfactual rules", "outputs", ("tables",), False, True, False,

@@ -593,7 +593,7 @@ def _propagate(model: nn.Module, target, run: _Run, return_layers: bool):
     return relevance, layers
 
 
-@core.contract(signed=True)
+@core.contract(signed=True, needs="layers", random=False, sums_to="the logit, less what biases absorb")
 def explain(
     model,
     x,

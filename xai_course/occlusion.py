@@ -177,7 +177,7 @@ def _occlusion(model, x, target, window, stride, value, name, batch_size, allow_
     return output_like(attribution, x, unbatched)
 
 
-@contract(signed=True)
+@contract(signed=True, needs="outputs", random=False)
 def sliding_window(
     model: nn.Module,
     x: torch.Tensor,
@@ -208,7 +208,7 @@ def sliding_window(
     return _occlusion(model, x, target, window, stride, value, "value", batch_size)
 
 
-@contract(signed=True)
+@contract(signed=True, needs="outputs", random=False)
 def overlay(
     model: nn.Module,
     x: torch.Tensor,
@@ -342,7 +342,7 @@ def _rise_one(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torc
     return saliency / (n_masks * p)
 
 
-@contract(signed=False)
+@contract(signed=False, needs="outputs", random=True)
 def rise(
     model: nn.Module,
     x: torch.Tensor,
@@ -446,7 +446,7 @@ def _sidu_one(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) 
     return resize((weights * binary.double()).sum(0, keepdim=True), x_n.shape[1:])[0] / a.shape[0]
 
 
-@contract(signed=False)
+@contract(signed=False, needs="layers", random=False)
 def sidu(
     model: nn.Module,
     x: torch.Tensor,
@@ -525,7 +525,7 @@ def _timereise_one(model, x_n, fill_n, t, n_masks, probabilities, slices, seed, 
     return torch.where(occurrence > 0, total / occurrence.clamp(min=1e-12), 0.0)
 
 
-@contract(signed=False)
+@contract(signed=False, needs="outputs", random=True)
 def timereise(
     model: nn.Module,
     x: torch.Tensor,

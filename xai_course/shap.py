@@ -227,7 +227,7 @@ def _exact_shapley(v: Callable, m: int) -> torch.Tensor:
     return shapley_from_values(v(_bits(torch.arange(2**m), m)))
 
 
-@contract(signed=True)
+@contract(signed=True, needs="outputs", random=False, sums_to="f(x) - f(baseline) (efficiency)")
 def exact(
     model: nn.Module,
     x: torch.Tensor,
@@ -341,7 +341,7 @@ def _kernel_shap(n_samples: int, seed: int) -> Callable:
     return shapley
 
 
-@contract(signed=True)
+@contract(signed=True, needs="outputs", random=True, sums_to="f(x) - f(baseline) (efficiency)")
 def kernel(
     model: nn.Module,
     x: torch.Tensor,
@@ -509,7 +509,7 @@ def _check_summation(contributions: torch.Tensor, delta_f: torch.Tensor) -> None
         )
 
 
-@contract(signed=True)
+@contract(signed=True, needs="layers", random=False, sums_to="f(x) - f(background) (summation to delta)")
 def deep(model: nn.Module, x: torch.Tensor, target=None, *, background: torch.Tensor) -> torch.Tensor:
     """Deep SHAP: DeepLIFT rescale attributions against each background row, averaged.
 
