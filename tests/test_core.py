@@ -6,7 +6,7 @@ import torch
 from conftest import assert_unchanged, state_of
 from torch import nn
 
-from xai_course import core
+from xai_course import backward, core
 
 
 def test_check_input_batched_and_unbatched(tiny):
@@ -69,34 +69,30 @@ def test_resolve_target_errors(target, error, words):
     assert words in str(info.value)
 
 
-def _vandalize(model: nn.Module) -> None:
-    """Everything an explanation method could do wrong to a model."""
+def _explain_carelessly(model: nn.Module) -> None:
+    """What an explanation changes while it runs, left changed: modes, flags, buffers, gradients."""
     model.train()
     model.relu.inplace = False
-    model.conv.weight.data.mul_(3)
+    model.conv.weight.requires_grad_(True)
+    model(torch.rand(2, 3, 8, 8)).sum().backward()  # BatchNorm's running statistics, and a gradient
     model.bn.running_mean.add_(1)
-    model.fc.bias.requires_grad_(False)
-    model.conv.register_forward_hook(lambda *args: None)
-    model.fc.register_full_backward_hook(lambda *args: None)
-    model.relu.register_forward_pre_hook(lambda *args: None)
-    model.conv.weight.register_hook(lambda grad: grad)
-    model.fc.weight = nn.Parameter(torch.zeros_like(model.fc.weight))
-    model.pool = nn.AdaptiveAvgPool2d(2)
-    model(torch.rand(2, 3, 8, 8)).sum().backward()
 
 
-def test_model_guard_restores_everything(tiny):
+def test_model_guard_restores_what_explanations_change(tiny):
+    tiny.train()
+    tiny.fc.bias.requires_grad_(False)
     before = state_of(tiny)
     with core.model_guard(tiny):
-        _vandalize(tiny)
+        assert not any(m.training for m in tiny.modules()) and not any(p.requires_grad for p in tiny.parameters())
+        _explain_carelessly(tiny)
     assert_unchanged(before, tiny)
-    assert tiny.conv.weight._backward_hooks in (None, {}) or len(tiny.conv.weight._backward_hooks) == 0
+    assert tiny.training and tiny.conv.weight.grad is None
 
 
 def test_model_guard_restores_when_the_body_raises(tiny):
     before = state_of(tiny)
     with pytest.raises(RuntimeError, match="boom"), core.model_guard(tiny):
-        _vandalize(tiny)
+        _explain_carelessly(tiny)
         raise RuntimeError("boom")
     assert_unchanged(before, tiny)
     x = torch.rand(2, 3, 8, 8)
@@ -114,9 +110,17 @@ def test_model_guard_keeps_the_callers_autograd_graph_usable(tiny):
         tiny(x)
     assert [p._version for p in tiny.parameters()] == versions
     loss.backward()  # would fail if the guard had written the unchanged weights back
+
+
+def test_rules_are_removed_through_their_handles_even_when_the_forward_pass_raises(tiny):
     before = state_of(tiny)
-    with core.model_guard(tiny), torch.no_grad():
-        tiny.conv.weight.data.add_(1.0)  # a write through .data does not show in _version
+
+    def fail(module, args, output):
+        raise RuntimeError("rule failed")
+
+    with pytest.raises(RuntimeError, match="rule failed"), core.model_guard(tiny):
+        with backward.modified(tiny, {tiny.conv: lambda *args: None, tiny.fc: fail}, {tiny.relu: lambda *a: None}):
+            tiny(torch.rand(2, 3, 8, 8))
     assert_unchanged(before, tiny)
 
 

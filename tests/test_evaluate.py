@@ -506,8 +506,8 @@ def test_unbatched_sample_and_single_channel_attribution():
 
 
 def _raising_method(model, x, target):
-    model.register_forward_hook(lambda *args: None)
     model.train()
+    model[0].weight.requires_grad_(False)
     raise RuntimeError("method failed")
 
 

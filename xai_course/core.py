@@ -15,22 +15,11 @@ import os
 import re
 import threading
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-_HOOK_DICTS = (
-    "_forward_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
-    "_forward_pre_hooks",
-    "_forward_pre_hooks_with_kwargs",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-)
 
 
 def describe(value) -> str:
@@ -287,7 +276,6 @@ def _diagnose(model: nn.Module, x, name: str, error: BaseException) -> None:
     except (TypeError, ValueError):
         return
     with model_guard(model), torch.enable_grad():
-        model.eval()
         probe = batch[:1].clone().requires_grad_(True)
         try:
             logits = model(probe.clone())
@@ -391,23 +379,19 @@ def is_signed(method, name: str = "method") -> bool:
     return bool(declared(**{p: settings.arguments[p] for p in inspect.signature(declared).parameters}))
 
 
-def target_gradient(model, x, target, forward_mode=None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def target_gradient(model, x, target, forward: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """The batched input, the gradient of the target logit with respect to it, and whether x came unbatched.
 
-    The model is evaluated in eval mode; the guard puts its flags back afterwards. ``forward_mode``, a
-    context manager entered around the forward pass, lets a method change the backward pass of some
-    operations (the deconvnet's ReLU rules). Chapter 00.
+    The model is evaluated in eval mode; the guard puts its flags back afterwards. ``forward(model, x)``,
+    run instead of ``model(x)``, lets a method change the backward pass of some layers (the deconvnet's
+    ReLU rules, ``backward.relu_rule``). Chapter 00.
     """
     check_model(model)
     x, unbatched = check_input(model, x)
     with model_guard(model):
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
         with torch.enable_grad():
             inputs = x.requires_grad_(True)  # check_input's copy
-            with forward_mode or contextlib.nullcontext():
-                logits = model(inputs.clone())  # a model may write into its input; a leaf cannot be
+            logits = (forward or nn.Module.__call__)(model, inputs.clone())  # a model may write into its input
             target = resolve_target(target, logits)
             check_differentiable(logits)
             score = logits.gather(1, target.unsqueeze(1)).sum()
@@ -437,79 +421,69 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.T
 
 @dataclass
 class _Snapshot:
-    """Everything ``model_guard`` puts back."""
+    """What an explanation changes while it runs, and ``model_guard`` puts back."""
 
-    children: dict
-    tensors: dict
-    values: dict
-    flags: dict
-    grads: dict
-    hooks: dict
-    tensor_hooks: dict
+    flags: dict  # module -> (training, inplace)
+    tensors: dict  # id -> (parameter or buffer, its grad, its requires_grad)
+    buffers: dict  # id -> (buffer, a copy of its values)
 
 
 def _snapshot(model: nn.Module) -> _Snapshot:
-    modules = list(model.modules())
-    tensors = {(m, kind): dict(getattr(m, kind)) for m in modules for kind in ("_parameters", "_buffers")}
-    values, grads, tensor_hooks = {}, {}, {}
-    for entries in tensors.values():
-        for t in entries.values():
-            if t is None or id(t) in values:
-                continue
-            values[id(t)] = t.detach().clone()
-            grads[id(t)] = (t, t.grad, t.requires_grad)
-            tensor_hooks[id(t)] = (t, dict(t._backward_hooks) if t._backward_hooks is not None else None)
+    modules = list(model.modules())  # one walk: a few microseconds per module, on every explanation
     flags = {m: (m.training, getattr(m, "inplace", None)) for m in modules}
-    hooks = {(m, name): dict(getattr(m, name)) for m in modules for name in _HOOK_DICTS if hasattr(m, name)}
-    children = {m: dict(m._modules) for m in modules}
-    return _Snapshot(children, tensors, values, flags, grads, hooks, tensor_hooks)
+    parameters, buffers = {id(p): p for p in model.parameters()}, {id(b): b for b in model.buffers()}
+    tensors = {key: (t, t.grad, t.requires_grad) for key, t in (parameters | buffers).items()}
+    copies = {key: (b, b.detach().clone()) for key, b in buffers.items()}  # small: running statistics, counters
+    return _Snapshot(flags, tensors, copies)
+
+
+def _set(obj, name: str, value) -> None:
+    """``obj.name = value``, only if it differs: setting a module attribute costs a few microseconds."""
+    if getattr(obj, name) != value:
+        setattr(obj, name, value)
 
 
 def _restore(s: _Snapshot) -> None:
-    for m, children in s.children.items():
-        m._modules.clear()
-        m._modules.update(children)
-    for (m, kind), entries in s.tensors.items():
-        getattr(m, kind).clear()
-        getattr(m, kind).update(entries)
-    for key, (t, grad, requires_grad) in s.grads.items():
-        if not torch.equal(t.detach(), s.values[key]):  # by value: writes through .data do not show in t._version
-            with torch.no_grad():
-                t.copy_(s.values[key])  # only then: a copy would break the caller's autograd graphs of the model
-        t.grad = grad
-        t.requires_grad_(requires_grad)
-        hooks = s.tensor_hooks[key][1]
-        t._backward_hooks = None if hooks is None else OrderedDict(hooks)
     for m, (training, inplace) in s.flags.items():
-        m.training = training
+        _set(m, "training", training)
         if inplace is not None:
-            m.inplace = inplace
-    for (m, name), entries in s.hooks.items():
-        current = getattr(m, name)
-        current.clear()
-        current.update(entries)
+            _set(m, "inplace", inplace)
+    for t, grad, requires_grad in s.tensors.values():
+        if t.grad is not grad:
+            t.grad = grad
+        _set(t, "requires_grad", requires_grad)
+    for b, values in s.buffers.values():
+        if not torch.equal(b, values):  # only then: a write would break the caller's autograd graphs of the model
+            with torch.no_grad():
+                b.copy_(values)
 
 
-# Explanations change the model while they run (hooks, eval mode, frozen parameters), and torch.fx, which LRP uses
-# to find a model's graph, patches nn.Module.__call__ for the whole process while it traces: the package's
-# explanations and traces run one at a time (re-entrant: a method may call another).
+# Explanations change the model while they run (hooks, eval mode, frozen parameters): they run one at a time in a
+# process (re-entrant: a method may call another), so that none sees another's changes.
 EXPLAINING = threading.RLock()
 
 
 @contextlib.contextmanager
 def model_guard(model: nn.Module):
-    """Guarantee that ``model`` leaves the block exactly as it entered, even on an exception.
+    """Within the block, ``model`` is in eval mode with frozen parameters (``requires_grad=False``): an explanation
+    needs the network's function, not its training. When the block ends, even on an exception, the guard puts
+    back what an explanation changes while it runs.
 
-    Restores sub-modules, parameters and buffers (objects and values), their
-    gradients and ``requires_grad`` flags, every ``training`` and ``inplace`` flag,
-    and removes every module or parameter hook added inside the block. It holds
-    ``EXPLAINING``: an explanation in a second thread waits for the first, so that neither
-    sees the other's hooks, frozen parameters, eval mode or torch.fx trace. Chapter 00.
+    It restores every ``training`` and ``inplace`` flag, the gradients and ``requires_grad`` flags of the
+    parameters and buffers, and the values of the buffers (a forward pass in training mode updates
+    BatchNorm's running statistics). Hooks are the job of whoever registers them: the package registers
+    its own through handles and removes them in ``finally`` (``backward.modified``). Parameters are never
+    written to, so they are not copied. The guard holds ``EXPLAINING``: an explanation in a second thread
+    waits for the first, so that neither sees the other's rules, frozen parameters or eval mode. Chapter 00.
     """
     check_model(model)
     with EXPLAINING:
         snapshot = _snapshot(model)
         try:
+            if any(training for training, _ in snapshot.flags.values()):
+                model.eval()
+            for t, _, _ in snapshot.tensors.values():
+                _set(t, "requires_grad", False)
             yield model
         finally:
             _restore(snapshot)

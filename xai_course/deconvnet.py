@@ -38,7 +38,6 @@ and backward pass as Captum's hooks, op for op, so the time ratio to Captum is c
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +46,10 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from . import data as course_data
 from . import inversion
+from .backward import max_pool_switches, modified, relu_rule, unpool
 from .core import (
     batch_slices,
     check_input,
@@ -70,62 +69,22 @@ from .evaluate import spearman
 
 # ----------------------------------------------------------------------------- the modified ReLU backward passes
 
-_RELU_CALLS = (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
-_IN_PLACE_RELUS = (torch.relu_, torch.Tensor.relu_)
-_OTHER_ACTIVATIONS = frozenset(
-    "sigmoid tanh leaky_relu elu selu celu gelu silu mish softplus softsign hardtanh relu6 hardswish hardsigmoid "
-    "prelu rrelu threshold glu logsigmoid tanhshrink softshrink hardshrink softmax log_softmax clamp clamp_min "
-    "clip".split()
-)
+
+def deconvnet_rule(r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The deconvnet's ReLU backward pass: R_in = max(R_out, 0), whatever the forward ReLU let through. Chapter 07."""
+    return r_out.clamp(min=0)
 
 
-class _RectifiedReLU(torch.autograd.Function):
-    """y = max(z, 0) in the forward pass; the deconvnet or guided backprop rule in the backward pass."""
+def guided_rule(r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Guided backprop's ReLU backward pass: R_in = R_out 1[z > 0] 1[R_out > 0] (y > 0 exactly where z > 0).
 
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, guided: bool, inplace: bool) -> torch.Tensor:
-        y = z.relu_() if inplace else z.relu()
-        if inplace:
-            ctx.mark_dirty(z)
-        ctx.guided = guided
-        if guided:
-            ctx.save_for_backward(y)  # y > 0 exactly where z > 0
-        return y
-
-    @staticmethod
-    def backward(ctx, r_out: torch.Tensor):
-        if not ctx.guided:
-            return r_out.clamp(min=0), None, None  # deconvnet: max(R_out, 0)
-        (y,) = ctx.saved_tensors
-        # guided backprop: ReLU's own gradient R_out 1[z > 0] (PyTorch's threshold_backward), then max(., 0)
-        return torch.ops.aten.threshold_backward(r_out, y, 0).clamp_(min=0), None, None
+    The ReLU's own gradient (PyTorch's ``threshold_backward``), then max(., 0). Chapter 07."""
+    return torch.ops.aten.threshold_backward(r_out, y, 0).clamp_(min=0)
 
 
-class _ReLURule(TorchFunctionMode):
-    """Inside this mode every ReLU call, module or functional, uses ``_RectifiedReLU``; other activations raise."""
-
-    def __init__(self, guided: bool):
-        super().__init__()
-        self.guided = guided
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _RELU_CALLS:
-            inplace = func in _IN_PLACE_RELUS or (func is F.relu and bool(kwargs.get("inplace", args[1:2] == (True,))))
-            return _RectifiedReLU.apply(args[0], self.guided, inplace)
-        name = getattr(func, "__name__", "").rstrip("_")
-        if name in _OTHER_ACTIVATIONS:
-            raise NotImplementedError(
-                f"model: it calls {name} (a module or a functional call); deconvnet and guided backprop define the "
-                "backward pass of ReLU only; supported: ReLU (nn.ReLU, F.relu, torch.relu, in place or not), "
-                "convolutions, linear layers, max and average pooling, BatchNorm, reshaping, additions"
-            )
-        return func(*args, **kwargs)
-
-
-def _modified_gradient(model, x, target, guided: bool) -> torch.Tensor:
-    """The gradient of the target's logit with every ReLU's backward pass replaced by the rule."""
-    x, r, unbatched = target_gradient(model, x, target, forward_mode=_ReLURule(guided))
+def _modified_gradient(model, x, target, rule) -> torch.Tensor:
+    """The gradient of the target's logit with every ReLU call's backward pass replaced by ``rule``."""
+    x, r, unbatched = target_gradient(model, x, target, forward=relu_rule(rule))
     return output_like(r, x, unbatched)
 
 
@@ -138,7 +97,7 @@ def deconvnet(model, x, target=None) -> torch.Tensor:
     applies its transposed filters. For a chain of layers this is ``project`` from the logits divided by
     the logit. Same shape as ``x``; the model is evaluated in eval mode and left unchanged. Chapter 07.
     """
-    return _modified_gradient(model, x, target, guided=False)
+    return _modified_gradient(model, x, target, deconvnet_rule)
 
 
 @contract(signed=True, needs="gradients", random=False)
@@ -148,7 +107,7 @@ def guided_backprop(model, x, target=None) -> torch.Tensor:
     The gradient's forward mask and the deconvnet's backward mask at once; everything else as in
     ``deconvnet``. Same shape as ``x``. Chapter 07.
     """
-    return _modified_gradient(model, x, target, guided=True)
+    return _modified_gradient(model, x, target, guided_rule)
 
 
 # ----------------------------------------------------------------------------- the explicit deconvolutional network
@@ -171,25 +130,6 @@ class _Layer:
     module: nn.Module
     input_shape: tuple
     output_shape: tuple
-
-
-def unpool(values: torch.Tensor, switches: torch.Tensor, size) -> torch.Tensor:
-    """Zeiler & Fergus's unpooling: each value put back where its max-pool switch points, zeros elsewhere.
-
-    ``values`` and ``switches`` (N, C, *pooled) come from ``F.max_pool2d(a, ..., return_indices=True)`` (or
-    1-d) on ``a`` of shape ``size`` (N, C, *spatial); values that share a switch (overlapping windows) add up,
-    as in the gradient of max-pooling. Chapter 07.
-    """
-    if not isinstance(values, torch.Tensor) or not isinstance(switches, torch.Tensor):
-        raise TypeError(f"values, switches: expected tensors, got {describe(values)} and {describe(switches)}")
-    size = tuple(size)
-    if switches.shape != values.shape or size[:2] != tuple(values.shape[:2]):
-        raise ValueError(
-            f"switches, size: expected switches of the shape of values {tuple(values.shape)} and a size "
-            f"(N, C, ...) = {tuple(values.shape[:2])} + spatial, got {describe(switches)} and size {size}"
-        )
-    out = values.new_zeros(*size[:2], math.prod(size[2:]))
-    return out.scatter_add_(2, switches.flatten(2), values.flatten(2)).view(size)
 
 
 def _problems(model: nn.Module, calls: list) -> list[str]:
@@ -232,12 +172,10 @@ def _chain(model: nn.Module, x: torch.Tensor) -> list[_Layer]:
     """
     leaves = [m for m in model.modules() if not list(m.children())]
     calls: list = []
+    record = lambda m, args: calls.append((m, tuple(args[0].shape)))  # noqa: E731
     with model_guard(model), torch.no_grad():
-        model.eval()
-        hooks = [m.register_forward_pre_hook(lambda m, args: calls.append((m, tuple(args[0].shape)))) for m in leaves]
-        out = model(x[:1])
-        for hook in hooks:
-            hook.remove()
+        with modified(model, {}, dict.fromkeys(leaves, record)):
+            out = model(x[:1])
         problems = _problems(model, calls)
         shapes, mismatch = _replay(calls, x[:1], out) if not problems else ([], None)
     if problems or mismatch:
@@ -262,19 +200,13 @@ def _stop(chain: list[_Layer], model: nn.Module, layer) -> int:
     return inside[-1]
 
 
-def _pool(module: nn.Module, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max-pooling as ``module`` does it, with the switches (the argmax of each window)."""
-    pool = F.max_pool2d if isinstance(module, nn.MaxPool2d) else F.max_pool1d
-    return pool(a, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode, True)
-
-
 def _run(chain: list[_Layer], x: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """The forward pass through ``chain``: the last layer's output and the switches of every max-pool."""
     a, switches = x, {}
     for i, step in enumerate(chain):
         a = a.reshape(len(a), *step.input_shape[1:])  # functional reshapes between layers (torch.flatten)
         if isinstance(step.module, _MAXPOOLS):
-            a, switches[i] = _pool(step.module, a)
+            a, switches[i] = max_pool_switches(step.module, a)
         else:
             a = step.module(a)
     return a, switches
@@ -394,7 +326,6 @@ def project(model, x, layer: str, channel: int, *, position=None) -> torch.Tenso
     chain = _chain(model, x)
     stop = _stop(chain, model, layer)
     with model_guard(model), torch.no_grad():
-        model.eval()
         a, switches = _run(chain[: stop + 1], x)
         channel = _check_channel(channel, a)
         r = _back(chain[: stop + 1], switches, _keep(a, channel, _positions(position, a, channel)))
@@ -485,7 +416,6 @@ def top_activations(model, data, layer: str, channel: int, k: int = 9, *, batch_
     chain = _chain(model, images)
     chain = chain[: _stop(chain, model, layer) + 1]
     with model_guard(model), torch.no_grad():
-        model.eval()
         best, where = [], []
         for part in batch_slices(len(images), batch_size):
             a, _ = _run(chain, images[part])
@@ -541,7 +471,6 @@ def target_similarity(method: Callable, model, x, targets=None) -> TargetSimilar
     x, _ = check_input(model, x)
     check_spatial(x)
     with model_guard(model):
-        model.eval()
         n_classes = predict(model, x[:1]).shape[1]
     targets = list(range(n_classes)) if targets is None else targets
     valid = isinstance(targets, (list, tuple)) and all(type(t) is int and 0 <= t < n_classes for t in targets)

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import core, gradient, lrp
+from . import backward, core, gradient, lrp
 
 INPUT_RULES = ("zb", "w2", "zplus")
 DIRECTIONS = ("zplus", "zb", "w2")
@@ -77,7 +77,7 @@ def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
 def _check_activations(model: nn.Module) -> None:
     """NotImplementedError for an activation module whose output can be negative (outside the domain of z+)."""
     negative = [f"{name} ({type(m).__name__})" for name, m in core.check_model(model).named_modules()
-                if isinstance(m, lrp.RELU_LIKE + lrp.PASS_ACTIVATIONS) and not isinstance(m, ACTIVATIONS)]  # fmt: skip
+                if backward.kind(m) in ("relu", "activation") and not isinstance(m, ACTIVATIONS)]  # fmt: skip
     if negative:
         raise NotImplementedError(
             f"model: deep Taylor decomposition needs activations >= 0 (its z+ rule loses the relevance of negative "
@@ -268,13 +268,9 @@ def _first_layer(model: nn.Module, x: torch.Tensor) -> str:
         if args and core.is_model_input(args[0], x) and not found:
             found.append(names[module])
 
-    handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, lrp.WEIGHTED)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    weighted = [m for m in model.modules() if isinstance(m, lrp.WEIGHTED)]
+    with torch.no_grad(), backward.modified(model, {}, dict.fromkeys(weighted, record)):
+        model(x.clone())  # a model may write into its input: x stays the model input to compare with
     if not found:
         raise NotImplementedError("model: input_invariance needs a conv or linear layer that reads the model input")
     return found[0]

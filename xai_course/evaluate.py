@@ -52,6 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .backward import modified
 from .core import (
     batch_slices,
     check_input,
@@ -110,7 +111,6 @@ def random_attribution(model, x, target=None, *, seed: int = 0) -> torch.Tensor:
     batched, unbatched = check_input(model, x)
     g = torch.Generator().manual_seed(check_seed(seed))
     with model_guard(model):
-        model.eval()
         resolve_target(target, predict(model, batched))
     a = torch.rand(batched.shape, generator=g, dtype=batched.dtype).to(batched.device)
     return a[0] if unbatched else a
@@ -264,7 +264,6 @@ def _causal_metric(model, x, target, attribution, steps, substrate, batch_size, 
     k = (fractions * rank.shape[1]).round().long().to(x.device)
     start, finish = (background, x) if insert else (x, background)
     with model_guard(model):
-        model.eval()
         target = resolve_target(target, predict(model, x, batch_size))
         scores = _curves(model, start, finish, rank, k, target, batch_size, probability=True)
     area = auc(scores)
@@ -359,7 +358,6 @@ def pixel_flipping(
     rank = _rank(relevance)[:, ids]
     k = torch.arange(steps + 1, device=x.device)
     with model_guard(model):
-        model.eval()
         target = resolve_target(target, predict(model, x, batch_size))
         scores = _curves(model, x, background, rank, k, target, batch_size, probability=False)
     drops = scores[:, :1] - scores
@@ -505,9 +503,7 @@ def layers_top_down(model: nn.Module, x: torch.Tensor) -> list[str]:
         if module not in called:
             called.append(module)
 
-    with model_guard(model), torch.no_grad():
-        for module in names:
-            module.register_forward_pre_hook(record)
+    with model_guard(model), torch.no_grad(), modified(model, {}, dict.fromkeys(names, record)):
         model(x[:1])
     return [names[module] for module in reversed(called)]
 
@@ -573,7 +569,6 @@ def randomization_check(
     check_spatial(x)
     seed = check_seed(seed)
     with model_guard(model):
-        model.eval()
         target = resolve_target(target, predict(model, x))
         randomized = copy.deepcopy(model)
         modules = dict(randomized.named_modules())
@@ -659,7 +654,6 @@ def stability(
     check_positive_int("n_noise", n_noise)
     random = _takes_seed(method)
     with model_guard(model):
-        model.eval()
         target = resolve_target(target, predict(model, x))
 
         def explain(inputs: torch.Tensor, seed: int) -> torch.Tensor:
@@ -733,7 +727,6 @@ def completeness_error(attribution, model, x, target=None, *, reference: Substra
     a = _check_attribution(attribution, x)
     baseline = _reference(x, reference)
     with model_guard(model):
-        model.eval()
         logits = predict(model, x)
         target = resolve_target(target, logits)
         promise = logits.gather(1, target[:, None]).squeeze(1)
@@ -846,7 +839,6 @@ def compare(
     baseline = functools.partial(random_attribution, seed=seed)
     rows = Comparison()
     with model_guard(model):
-        model.eval()
         targets = resolve_target(targets, predict(model, images, batch_size))
         for name, method in tqdm({"random": baseline, **methods}.items(), desc="compare", disable=not progress):
             inputs = images.clone()  # the method gets its own copy: a model may write into its input

@@ -4,12 +4,12 @@ The survey (section 3) compares its methods in words. Here every method of chapt
 carries the properties a student needs to pick one (what it needs from the model, which data it
 explains, whether its maps show negative evidence, whether it is random, whether it gives a global
 view, which completeness property it has) and, for attribution methods, a function in the calling
-contract with the course's defaults. An attribution method's properties are the ones it declares next to
-its code (``core.contract``); only the methods that return no map have theirs written here. ``evaluate.compare``, ``choose`` and the tests all use this one
-list, so the chooser's reasons are the measured numbers of the same functions. The perturbation methods'
-budgets (RISE 300 masks, Kernel SHAP 256 coalitions, the sliding window's 225 windows) are what chapter 08
-can afford when it runs every method in under a minute; chapters 02 and 03 show how their noise falls with
-a larger budget. Chapter 08.
+contract with the course's defaults. An attribution method's properties are the ones it declares next
+to its code (``core.contract``); only the methods that return no map have theirs written here.
+``evaluate.compare``, ``choose`` and the tests all use this one list, so the chooser's reasons are the
+measured numbers of the same functions. The perturbation methods' budgets (RISE 300 masks, Kernel SHAP 256
+coalitions, the sliding window's 225 windows) are what chapter 08 can afford when it runs every method in
+under a minute; chapters 02 and 03 show how their noise falls with a larger budget. Chapter 08.
 """
 
 from __future__ import annotations
@@ -113,14 +113,34 @@ def _sidu(model, x, target=None):
 
 _ANY = DATA
 _SIGNALS = ("images", "time series")
-def _declared(name: str, chapter: int, summary: str, method: Callable, data: tuple, explain: Callable | None = None,
-              negative_evidence: bool | None = None, global_view: bool = False) -> Method:
+
+
+def _declared(
+    name: str,
+    chapter: int,
+    summary: str,
+    method: Callable,
+    data: tuple,
+    explain: Callable | None = None,
+    negative_evidence: bool | None = None,
+    global_view: bool = False,
+) -> Method:
     """The row of an attribution method: what it needs, whether it is random and what it sums to are what
     ``method`` declares (``core.contract``); its maps show negative evidence when they are signed, unless
     ``negative_evidence`` says otherwise. ``explain`` (default ``method``) runs it with the course's defaults."""
     negative = is_signed(method) if negative_evidence is None else negative_evidence
-    return Method(name, chapter, summary, method.needs, data, negative, method.random, global_view, method.sums_to,
-                  explain or method)
+    return Method(
+        name,
+        chapter,
+        summary,
+        method.needs,
+        data,
+        negative,
+        method.random,
+        global_view,
+        method.sums_to,
+        explain or method,
+    )
 
 
 METHODS = {

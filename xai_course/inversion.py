@@ -45,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data, models
+from .backward import modified
 from .core import (
     batch_slices,
     check_differentiable,
@@ -126,9 +127,9 @@ def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) 
     def capture(m, args, output):
         raise _Captured(output)
 
-    handle = module.register_forward_hook(capture)
     try:
-        model(x.clone())  # a copy: a model may write into its input (an in-place ReLU first), even a leaf x*
+        with modified(model, {module: capture}):
+            model(x.clone())  # a copy: a model may write into its input (an in-place ReLU first), even a leaf x*
     except _Captured as captured:
         if not isinstance(captured.output, torch.Tensor):
             raise NotImplementedError(
@@ -136,8 +137,6 @@ def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) 
                 "supported are layers that return one tensor"
             ) from None
         return captured.output
-    finally:
-        handle.remove()
     raise ValueError(f"layer: {layer!r} is never called in the model's forward pass")
 
 
@@ -155,7 +154,6 @@ def features(model, x, layer: str) -> torch.Tensor:
     module = submodule(model, layer)
     x, unbatched = check_input(model, x)
     with model_guard(model), torch.no_grad():
-        model.eval()
         phi = _features(model, module, x, layer).detach()
     return phi[0] if unbatched else phi
 
@@ -191,10 +189,7 @@ def blocks(model, x) -> list[str]:
     def record(name):
         return lambda m, args: None if name in order else order.append(name)
 
-    with model_guard(model), torch.no_grad():
-        model.eval()
-        for name, unit in units.items():
-            unit.register_forward_pre_hook(record(name))
+    with model_guard(model), torch.no_grad(), modified(model, {}, {unit: record(name) for name, unit in units.items()}):
         model(x[:1])
     starts = [i for i, name in enumerate(order) if any(isinstance(m, _MIXING) for m in units[name].modules())]
     ends = []
@@ -443,9 +438,6 @@ def _optimize_prepared(model, x, layer, start, unbatched, kw) -> Inversion:
     """Run ``_invert`` from ``start`` with the model frozen and in eval mode."""
     module = submodule(model, layer)
     with model_guard(model):
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
         x_star, phi_star, phi0, history = _invert(model, module, layer, x, start, **kw)
     return _result(x_star, x, phi_star, phi0, layer, unbatched, history)
 
@@ -653,7 +645,6 @@ class Decoder(nn.Module):
 
 def _all_features(model, module, layer, images, batch_size) -> torch.Tensor:
     with model_guard(model), torch.no_grad():
-        model.eval()
         return torch.cat([_features(model, module, images[s], layer) for s in batch_slices(len(images), batch_size)])
 
 
@@ -735,8 +726,6 @@ def decode(model, decoder: Decoder, x) -> Inversion:
     module = submodule(model, decoder.layer)
     x, unbatched = _check_images(model, x)
     with model_guard(model), model_guard(decoder), torch.no_grad():
-        model.eval()
-        decoder.eval()
         phi0 = _features(model, module, x, decoder.layer)
         x_star = decoder(phi0)
         phi_star = _features(model, module, x_star, decoder.layer)
@@ -806,7 +795,6 @@ def align(probabilities: torch.Tensor, truncation: int | None = None, c: float =
 
 def _probabilities(model, images, batch_size: int = 256) -> torch.Tensor:
     with model_guard(model), torch.no_grad():
-        model.eval()
         return torch.cat([model(images[s]).softmax(1) for s in batch_slices(len(images), batch_size)])
 
 
@@ -893,7 +881,6 @@ def invert_predictions(model, attack: Attack, x) -> Inversion:
         raise TypeError(f"attack: expected an Attack from train_attack, got {describe(attack)}")
     x, unbatched = _check_images(model, x)
     with model_guard(attack), torch.no_grad():
-        attack.eval()
         x_star = attack(_probabilities(model, x))
     return _vector_result(model, x_star, x, unbatched)
 
@@ -970,7 +957,6 @@ def attack_table(
         else:
             attack = train_attack(model, images, truncation=k, progress=progress, **kwargs)
         with model_guard(attack), torch.no_grad():
-            attack.eval()
             x_star = attack(released)  # as invert_predictions, without the feature errors the table omits
         rows.append(
             {

@@ -31,15 +31,16 @@ Introduced in chapter 01.
 from __future__ import annotations
 
 import copy
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
-from . import core, models
+from . import backward, core, models
+from .backward import LAYERS, Sum, as_average, rescaled
 
 STABILIZER = 1e-6  # the small epsilon in the denominators of every rule but Epsilon
 PRESETS = ("epsilon", "epsilon_gamma_box", "epsilon_plus", "epsilon_alpha2_beta1")
@@ -243,35 +244,18 @@ class Pass(Rule):
 # ----------------------------------------------------------------------------- module kinds
 
 
-class Sum(nn.Module):
-    """An explicit residual addition ``a + b``, so that LRP can give it a rule (made by ``canonize``). Chapter 01."""
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a + b
-
-
-WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
-RELU_LIKE = (nn.ReLU, nn.LeakyReLU)  # positively homogeneous: their gradient passes relevance on unchanged
-PASS_ACTIVATIONS = (nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus,
-                    nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid)  # fmt: skip
-MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-NORMS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, Sum)
-SHAPE = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-SUPPORTED = WEIGHTED + RELU_LIKE + PASS_ACTIVATIONS + MAXPOOLS + NORMS + SHAPE
+WEIGHTED = LAYERS["weighted"]  # conv and linear layers: the layers with rules
+_KINDS = {"weighted": "weighted", "relu": "gradient", "shape": "gradient", "activation": "pass",
+          "maxpool": "maxpool", "avgpool": "norm", "sum": "norm", "batchnorm": "batchnorm"}  # fmt: skip
 
 
 def _kind(name: str, module: nn.Module, composite: Composite) -> str:
-    """How the engine treats ``module``: weighted, gradient, pass, maxpool, norm, batchnorm or unsupported."""
-    if isinstance(module, WEIGHTED):
-        return "weighted"
-    if isinstance(composite.layers.get(name), Pass):
+    """How the engine treats ``module``: weighted, gradient, pass, maxpool, norm, batchnorm or unsupported.
+
+    ReLU (positively homogeneous) and reshaping need no hook: their gradient passes relevance on unchanged."""
+    if isinstance(composite.layers.get(name), Pass) and not isinstance(module, WEIGHTED):
         return "pass"
-    for kind, types in (("gradient", RELU_LIKE + SHAPE), ("pass", PASS_ACTIVATIONS), ("maxpool", MAXPOOLS),
-                        ("norm", NORMS), ("batchnorm", BATCHNORMS)):  # fmt: skip
-        if isinstance(module, types):
-            return kind
-    return "unsupported"
+    return _KINDS.get(backward.kind(module), "unsupported")
 
 
 # ----------------------------------------------------------------------------- composites
@@ -450,21 +434,17 @@ class _Run:
         return name if self.calls[module] == 1 else f"{name} (call {self.calls[module]})"
 
 
-def _gradient_of(z_g: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Zero in value, the gradient of z_g times ``scale`` in the backward pass: the one trick of the engine."""
-    return (z_g - z_g.detach()) * scale.detach()
-
-
 def _rule_output(rule: Rule, layer: nn.Module, a: torch.Tensor, z: torch.Tensor, leaves: dict) -> torch.Tensor:
-    """The output z of ``layer``, whose backward pass turns c = R / z into c = R / a by ``rule``."""
-    out = z.detach()
+    """The output z of ``layer``, whose backward pass turns c = R / z into c = R / a by ``rule``: the gradient of
+    sum_g z_g * (coefficient * z / (z_g + eps sign z_g)), where the group's condition on z holds."""
+    scaled = 0.0
     for group in rule.groups():
         z_g = z if group.terms == (Term(),) else _group_output(group, layer, a, rule, leaves)
         scale = _ratio(z, z_g.detach(), group.epsilon)
         if group.where != "all" or group.coefficient != 1:
             scale = group.coefficient * _where(group.where, z) * scale
-        out = out + _gradient_of(z_g, scale)
-    return out
+        scaled = scaled + z_g * scale.detach()
+    return rescaled(z, scaled, 1.0)
 
 
 def _uses_constants(rule: Rule | None) -> bool:
@@ -506,18 +486,9 @@ def _weighted_hook(run: _Run, name: str):
     return hook
 
 
-def _as_average(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
-    """Average pooling over the windows of the max-pooling ``module``."""
-    if isinstance(module, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
-        pool = F.adaptive_avg_pool1d if isinstance(module, nn.AdaptiveMaxPool1d) else F.adaptive_avg_pool2d
-        return pool(a, module.output_size)
-    pool = F.avg_pool1d if isinstance(module, nn.MaxPool1d) else F.avg_pool2d
-    return pool(a, module.kernel_size, module.stride, module.padding, module.ceil_mode)
-
-
 def _norm_hook(module, args, z):
     """Sum and average pooling: relevance split in proportion to the inputs (epsilon rule, Zennit's Norm)."""
-    return z.detach() + _gradient_of(z, _ratio(z, z.detach(), STABILIZER))
+    return rescaled(z, z, _ratio(z, z.detach(), STABILIZER))
 
 
 def _positive_contributions(run: _Run, a: torch.Tensor) -> torch.Tensor:
@@ -533,15 +504,15 @@ def _zplus_norm_hook(run: _Run):
 
     def hook(module, args, z):
         z_plus = module.forward(*(_positive_contributions(run, a) for a in args))  # forward: no recursion into hook
-        return z.detach() + _gradient_of(z_plus, _ratio(z, z_plus.detach(), STABILIZER))
+        return rescaled(z, z_plus, _ratio(z, z_plus.detach(), STABILIZER))
 
     return hook
 
 
 def _average_hook(module, args, m):
     """Max-pooling seen as average pooling in the backward pass (Montavon et al. 2019, section 10.3.2)."""
-    z = _as_average(module, args[0])
-    return m.detach() + _gradient_of(z, _ratio(m, z.detach(), STABILIZER))
+    z = as_average(module, args[0])
+    return rescaled(m, z, _ratio(m, z.detach(), STABILIZER))
 
 
 def _pass_hook(module, args, y):
@@ -549,33 +520,27 @@ def _pass_hook(module, args, y):
     a = args[0]
     if a is y:
         raise NotImplementedError(f"model: the Pass rule needs the input of {type(module).__name__}; set inplace=False")
-    return y.detach() + _gradient_of(a, _ratio(y, a.detach(), STABILIZER))
+    return rescaled(y, a, _ratio(y, a.detach(), STABILIZER))
 
 
-def _refuse_hook(module, args, out):
-    supported = core.type_names(SUPPORTED)
-    raise NotImplementedError(f"model: {type(module).__name__} has no LRP rule; supported: {supported}")
-
-
-def _install(model: nn.Module, run: _Run) -> None:
-    """Register the engine's forward hooks (model_guard removes them)."""
+def _rules(model: nn.Module, run: _Run) -> dict:
+    """The engine's rule (a forward hook) for each layer that needs one; ``check_model`` has refused the others."""
+    rules = {}
     for name, module in model.named_modules():
-        if list(module.children()):
-            continue
         kind = _kind(name, module, run.composite)
         norm = _zplus_norm_hook(run) if run.composite.norm == "zplus" else _norm_hook
-        hook = {"weighted": _weighted_hook(run, name), "norm": norm, "pass": _pass_hook,
-                "maxpool": _average_hook if run.maxpool == "average" else None,
-                "gradient": None}.get(kind, _refuse_hook)  # fmt: skip
-        if hook is not None:
-            module.register_forward_hook(hook)
+        rule = {"weighted": _weighted_hook(run, name), "norm": norm, "pass": _pass_hook,
+                "maxpool": _average_hook if run.maxpool == "average" else None}.get(kind)  # fmt: skip
+        if rule is not None and not list(module.children()):
+            rules[module] = rule
+    return rules
 
 
 def _propagate(model: nn.Module, target, run: _Run, return_layers: bool):
-    """One forward pass with the hooks, one backward pass: the pixel relevance and, if asked, every layer's."""
-    _install(model, run)
-    # a copy: a model may write into its input; flatten: (N, classes) also for an output (N, classes, 1, ...)
-    logits = model(run.x.clone()).flatten(1)
+    """One forward pass with the rules, one backward pass: the pixel relevance and, if asked, every layer's."""
+    with backward.modified(model, _rules(model, run)):
+        # a copy: a model may write into its input; flatten: (N, classes) also for an output (N, classes, 1, ...)
+        logits = model(run.x.clone()).flatten(1)
     target = core.resolve_target(target, logits)
     onehot = F.one_hot(target, logits.shape[1]).to(logits)
     names = [n for n in run.inputs if not core.is_model_input(run.inputs[n], run.x)] if return_layers else []
@@ -627,13 +592,10 @@ def explain(
     x, unbatched = core.check_input(model, x)
     check_bounds(low, high, x.shape)
     composite = _composite(composite, low, high)
-    report = check_model(model, composite, maxpool=maxpool)
+    report = check_model(model, composite, maxpool=maxpool, x=x)
     if not report.ok:
         raise NotImplementedError(f"model: LRP would explain this model wrongly.\n{report}")
     with core.model_guard(model):
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
         with torch.enable_grad():
             run = _Run(composite, maxpool, x.contiguous().requires_grad_())  # check_input's copy
             relevance, layers = _propagate(model, target, run, return_layers)
@@ -672,18 +634,93 @@ class Report:
     __repr__ = __str__
 
 
+@dataclass(frozen=True)
+class _Functional:
+    """A call of a function between the layers: its name, the module whose forward made it, its tensor arguments."""
+
+    name: str
+    scope: str
+    tensors: int
+
+    @property
+    def residual(self) -> bool:
+        """An addition of two tensors the model computes (a residual connection)."""
+        return self.name in _ADDITIONS and self.tensors == 2
+
+    @property
+    def harmless(self) -> bool:
+        """Reshaping, a sign flip or a ReLU: relevance a * c passes on through them unchanged."""
+        return self.name in _HARMLESS
+
+
+_ADDITIONS = ("add", "add_", "iadd", "__add__", "__iadd__", "__radd__")
+_HARMLESS = ("flatten", "reshape", "view", "contiguous", "squeeze", "unsqueeze", "getitem", "__getitem__", "neg",
+             "__neg__", "relu", "relu_")  # fmt: skip
+_RESHAPES = ("flatten", "reshape", "view", "contiguous")
+
+
+class _Recorder(TorchFunctionMode):
+    """Records the function calls a forward pass makes between the layers (not inside them), in this thread only."""
+
+    def __init__(self):
+        super().__init__()
+        self.scopes, self.depth, self.calls = [""], 0, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.depth == 0 and isinstance(out, torch.Tensor) and out.grad_fn is not None:  # computed from x
+            tensors = sum(isinstance(a, torch.Tensor) for a in args)
+            self.calls.append(
+                (_Functional(getattr(func, "__name__", str(func)), self.scopes[-1], tensors), out.grad_fn)
+            )
+        return out
+
+
+def _reachable(output: torch.Tensor) -> set:
+    """The autograd nodes that ``output`` was computed through."""
+    seen, todo = set(), [output.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(next_node for next_node, _ in node.next_functions)
+    return seen
+
+
+def _recorded(model: nn.Module, x: torch.Tensor) -> tuple[list, list, None]:
+    """The layer calls (name, reads the model input) and function calls of ``model`` on one sample of ``x``,
+    in forward order: a forward pass watched by hooks and a ``TorchFunctionMode``, nothing patched."""
+    names, calls, recorder = {m: n for n, m in model.named_modules()}, [], _Recorder()
+    x = x[:1].clone().requires_grad_(True)
+
+    def enter(module, args):
+        if list(module.children()):
+            recorder.scopes.append(names[module])
+        else:
+            calls.append((names[module], bool(args) and core.is_model_input(args[0], x)))
+            recorder.depth += 1
+
+    def leave(module, args, out):
+        if list(module.children()):
+            recorder.scopes.pop()
+        else:
+            recorder.depth -= 1
+
+    modules = [m for m in model.modules() if m is not model]
+    with core.model_guard(model), torch.enable_grad():
+        with backward.modified(model, dict.fromkeys(modules, leave), before=dict.fromkeys(modules, enter)):
+            copy_of_x = x.clone()  # a model may write into its input
+            with recorder:
+                logits = model(copy_of_x)
+    on_path = _reachable(logits) if isinstance(logits, torch.Tensor) else set()
+    return calls, [call for call, node in recorder.calls if node in on_path], None
+
+
 class _Tracer(fx.Tracer):
     """torch.fx tracer that keeps ``Sum`` modules as calls (as it does for torch.nn layers)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, Sum) or super().is_leaf_module(m, qualname)
-
-
-_ADDITIONS = (operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__iadd__")
-_HARMLESS = (torch.flatten, torch.reshape, torch.relu, F.relu, operator.getitem, getattr, "flatten", "view",
-             "reshape", "size", "dim", "contiguous", "relu", "relu_", "squeeze", "unsqueeze")  # fmt: skip
-_NOT_TENSORS = ("size", "dim", getattr, len)
-_RESHAPES = (torch.flatten, torch.reshape, "flatten", "view", "reshape", "contiguous")
 
 
 def _scope(node: fx.Node) -> str:
@@ -692,25 +729,47 @@ def _scope(node: fx.Node) -> str:
     return list(stack)[-1] if stack else ""
 
 
-def _is_residual(node: fx.Node) -> bool:
-    """An addition of two tensors the model computes (a residual connection)."""
-    tensors = [a for a in node.args if isinstance(a, fx.Node) and a.target not in _NOT_TENSORS]
-    additions = node.op in ("call_function", "call_method") and node.target in _ADDITIONS
-    return additions and len(tensors) == 2 and not node.kwargs
+def _functional(node: fx.Node) -> _Functional:
+    """A traced function call, as ``_recorded`` sees it."""
+    tensors = sum(isinstance(a, fx.Node) and a.target not in _NOT_TENSORS for a in node.args)
+    return _Functional(getattr(node.target, "__name__", str(node.target)), _scope(node), tensors)
 
 
-def _call_name(node: fx.Node) -> str:
-    return getattr(node.target, "__name__", str(node.target))
+_NOT_TENSORS = ("size", "dim", getattr, len)
 
 
-def _functional_problem(node: fx.Node) -> str | None:
-    where = f" in {_scope(node) or 'the top-level forward'}"
-    if _is_residual(node):
-        return (f"residual addition {node.name}{where}: relevance would follow the gradient, not a rule; "
+def _traced(model: nn.Module) -> tuple[list, list, str | None]:
+    """``_recorded`` without an input: the layer and function calls of ``model`` from a torch.fx trace."""
+    try:
+        with core.EXPLAINING:  # the trace patches nn.Module.__call__ for the whole process
+            graph = _Tracer().trace(model)
+    except Exception as error:  # data-dependent control flow and the like
+        leaves = [n for n, m in model.named_modules() if not list(m.children())]
+        return [(n, None) for n in leaves], [], f"{type(error).__name__}: {error}"
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    for node in graph.nodes:  # in forward order: the input reshaped (nn.Flatten, x.view) is still the input
+        if node.args and node.args[0] in inputs and _is_reshape(node, model):
+            inputs.append(node)
+    calls = [(n.target, bool(n.args) and n.args[0] in inputs) for n in graph.nodes if n.op == "call_module"]
+    functional = [n for n in graph.nodes if n.op in ("call_function", "call_method") and n.target not in _NOT_TENSORS]
+    return calls, [_functional(n) for n in functional], None
+
+
+def _is_reshape(node: fx.Node, model: nn.Module) -> bool:
+    """A call that passes its input on with the same values in the same order (a reshape, identity or dropout)."""
+    if node.op == "call_module":
+        return backward.kind(model.get_submodule(node.target)) == "shape"
+    return node.op in ("call_function", "call_method") and _functional(node).name in _RESHAPES
+
+
+def _functional_problem(call: _Functional) -> str | None:
+    where = f" in {call.scope or 'the top-level forward'}"
+    if call.residual:
+        return (f"residual addition {call.name}{where}: relevance would follow the gradient, not a rule; "
                 "make it an explicit Sum with lrp.canonize(model)")  # fmt: skip
-    if node.target in _HARMLESS:
+    if call.harmless:
         return None
-    return f"functional call {_call_name(node)}{where}: there is no module to attach a rule to; use a module instead"
+    return f"functional call {call.name}{where}: there is no module to attach a rule to; use a module instead"
 
 
 def _module_row(name, module, kind, rule, maxpool, reads_input, norm) -> tuple[str, str | None]:
@@ -731,7 +790,7 @@ def _module_row(name, module, kind, rule, maxpool, reads_input, norm) -> tuple[s
         return what[kind], None
     if kind == "batchnorm":
         return "-", f"{name} (BatchNorm): merge it into the layer before with lrp.canonize(model)"
-    return "-", f"{name}: {type(module).__name__} has no LRP rule; supported: {core.type_names(SUPPORTED)}"
+    return "-", f"{name}: {type(module).__name__} has no LRP rule; supported: {backward.supported('LRP')}"
 
 
 def _notes(seen: dict, modules: dict, composite: Composite) -> list[str]:
@@ -762,37 +821,19 @@ def _check_composite(model: nn.Module, composite: Composite) -> None:
             )
 
 
-def _is_reshape(node: fx.Node, model: nn.Module) -> bool:
-    """A call that passes its input on with the same values in the same order (a reshape, identity or dropout)."""
-    if node.op == "call_module":
-        return isinstance(model.get_submodule(node.target), SHAPE)
-    return node.op in ("call_function", "call_method") and node.target in _RESHAPES
+@core.contract
+def check_model(
+    model, composite: str | Composite = "epsilon_gamma_box", *, maxpool: str = "winner_take_all", x=None
+) -> Report:
+    """A report of what LRP does to each layer call of ``model`` and of what it cannot see.
 
-
-def _calls(model: nn.Module) -> tuple[list, list, str | None]:
-    """The module calls (name, reads the model input) and functional calls of ``model`` in forward order."""
-    try:
-        with core.EXPLAINING:  # the trace patches nn.Module.__call__ for the whole process
-            graph = _Tracer().trace(model)
-    except Exception as error:  # data-dependent control flow and the like
-        leaves = [n for n, m in model.named_modules() if not list(m.children())]
-        return [(n, None) for n in leaves], [], f"{type(error).__name__}: {error}"
-    inputs = [n for n in graph.nodes if n.op == "placeholder"]
-    for node in graph.nodes:  # in forward order: the input reshaped (nn.Flatten, x.view) is still the input
-        if node.args and node.args[0] in inputs and _is_reshape(node, model):
-            inputs.append(node)
-    calls = [(n.target, bool(n.args) and n.args[0] in inputs) for n in graph.nodes if n.op == "call_module"]
-    functional = [n for n in graph.nodes if n.op in ("call_function", "call_method")]
-    return calls, functional, None
-
-
-def check_model(model, composite: str | Composite = "epsilon_gamma_box", *, maxpool: str = "winner_take_all") -> Report:
-    """A report of what LRP does to each module call of ``model`` and of what it cannot see.
-
-    Traces the model with ``torch.fx`` to find the modules in forward order (the first conv or
-    linear layer gets the composite's ``first`` rule), modules used several times, in-place
-    activations, and functional calls (``x + y`` residuals, functional layers). ``explain`` refuses
-    a model whose report lists problems. Chapter 01.
+    Runs the model on one sample of ``x``, watched by hooks on its modules and a ``TorchFunctionMode``
+    (both local to the call), to find the layers in forward order (the first conv or linear layer gets
+    the composite's ``first`` rule), layers used several times, in-place activations, and function calls
+    between the layers that lead to the output (``x + y`` residuals, functional layers). Without ``x``
+    it traces the model with ``torch.fx`` instead, which patches ``nn.Module.__call__`` for the whole
+    process while it traces (explanations in other threads wait; other forward passes should not run).
+    ``explain`` refuses a model whose report lists problems. Chapter 01.
     """
     core.check_model(model)
     composite = _composite(composite)
@@ -800,7 +841,7 @@ def check_model(model, composite: str | Composite = "epsilon_gamma_box", *, maxp
         raise ValueError(f"maxpool: expected one of {list(MAXPOOL)}, got {core.describe(maxpool)}")
     _check_composite(model, composite)
     modules = dict(model.named_modules())
-    calls, functional, untraced = _calls(model)
+    calls, functional, untraced = _traced(model) if x is None else _recorded(model, core.check_input(model, x)[0])
     report, seen, first = Report(), {}, True
     for name, reads_input in calls:
         module = modules[name]
@@ -813,7 +854,7 @@ def check_model(model, composite: str | Composite = "epsilon_gamma_box", *, maxp
         if problem and seen[name] == 1:
             report.problems.append(problem)
     report.problems += [p for p in map(_functional_problem, functional) if p]
-    harmless = [_call_name(n) for n in functional if n.target in _HARMLESS and n.target not in _NOT_TENSORS]
+    harmless = [call.name for call in functional if call.harmless]
     if harmless:
         counts = ", ".join(f"{name} ({harmless.count(name)}x)" for name in dict.fromkeys(harmless))
         report.notes.append(f"functional calls {counts}: fine, reshaping and ReLU pass relevance on as their gradient")
@@ -844,7 +885,7 @@ def _merge_batchnorm(gm: fx.GraphModule, node: fx.Node, uses: dict) -> None:
 def _make_sum(gm: fx.GraphModule, node: fx.Node) -> None:
     """Replace the residual addition at ``node`` by a call of a new ``Sum`` module."""
     first_operand = node.args[0]
-    if node.target in (operator.iadd, "add_", "__iadd__") and len(first_operand.users) > 1:
+    if _functional(node).name in ("iadd", "add_", "__iadd__") and len(first_operand.users) > 1:
         return  # an in-place addition whose first operand is read elsewhere: left for check_model to report
     scope = _scope(node)
     base = f"{scope}.residual" if scope else "residual"
@@ -882,9 +923,9 @@ def canonize(model, x=None) -> fx.GraphModule:
         if node.op == "call_module":
             uses[node.target] = uses.get(node.target, 0) + 1
     for node in list(gm.graph.nodes):
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), BATCHNORMS):
+        if node.op == "call_module" and backward.kind(gm.get_submodule(node.target)) == "batchnorm":
             _merge_batchnorm(gm, node, uses)
-        elif _is_residual(node):
+        elif node.op in ("call_function", "call_method") and _functional(node).residual:
             _make_sum(gm, node)
     gm.graph.lint()
     gm.recompile()
@@ -897,7 +938,6 @@ def canonize(model, x=None) -> fx.GraphModule:
 def _check_same_outputs(original: nn.Module, canonical: nn.Module, x) -> None:
     x, _ = core.check_input(original, x)
     with core.model_guard(original):
-        original.eval()
         expected, got = core.predict(original, x), core.predict(canonical, x)
     error = (expected - got).abs().max().item()
     if error > 1e-5 * max(1.0, expected.abs().max().item()):

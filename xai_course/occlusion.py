@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .backward import modified
 from .core import (
     batch_slices,
     check_input,
@@ -168,7 +169,6 @@ def _occlusion(model, x, target, window, stride, value, name, batch_size, allow_
         raise ValueError(f"stride: expected at most window = {window}, so that every position is hidden, got {stride}")
     fill = _fill(value, x, name, allow_constant)
     with model_guard(model), torch.no_grad():
-        model.eval()
         logits = predict(model, x, batch_size)
         target = resolve_target(target, logits)
         score = logits.gather(1, target[:, None])[:, 0]
@@ -380,7 +380,6 @@ def rise(
         check_positive_int(name, number)
     p, seed, fill = _check_probability("p", p), check_seed(seed), _fill(value, x, "value")
     with model_guard(model), torch.no_grad():
-        model.eval()
         target = resolve_target(target, predict(model, x, batch_size))
         maps = [
             _rise_one(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size)
@@ -411,10 +410,9 @@ def feature_maps(model: nn.Module, x: torch.Tensor, layer, batch_size: int = BAT
     x, _ = check_input(model, x)
     module = _check_layer(model, layer)
     captured = []
-    with model_guard(model), torch.no_grad():
-        model.eval()
-        # a copy: a later in-place operation (ReLU(inplace=True), out += identity) would change the output kept
-        module.register_forward_hook(lambda m, inputs, output: captured.append(_copy(output)))
+    # a copy: a later in-place operation (ReLU(inplace=True), out += identity) would change the output kept
+    capture = lambda m, inputs, output: captured.append(_copy(output))  # noqa: E731
+    with model_guard(model), torch.no_grad(), modified(model, {module: capture}):
         logits = predict(model, x, batch_size)
     n_calls = math.ceil(x.shape[0] / batch_size)
     if len(captured) != n_calls:
@@ -492,7 +490,6 @@ def sidu(
     logits, features = feature_maps(model, x, layer, batch_size)
     target = resolve_target(target, logits)
     with model_guard(model), torch.no_grad():
-        model.eval()
         maps = [
             _sidu_one(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size)
             for x_n, fill_n, a, t in zip(x, fill, features, target.tolist())
@@ -567,7 +564,6 @@ def timereise(
     slices = _check_values("slices", slices, check_positive_int)
     seed, fill = check_seed(seed), _fill(value, x, "value")
     with model_guard(model), torch.no_grad():
-        model.eval()
         target = resolve_target(target, predict(model, x, batch_size))
         maps = torch.stack(
             [

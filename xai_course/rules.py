@@ -181,7 +181,6 @@ def black_box(model: nn.Module, batch_size: int = 1024) -> Predict:
         if x.ndim not in (1, 2) or x.numel() == 0:
             raise ValueError(f"rows: expected rows (N, F) or one row (F,), got {describe(rows)}")
         with model_guard(model), torch.no_grad():
-            model.eval()
             try:
                 logits = predict(model, x.reshape(-1, x.shape[-1]), batch_size)
             except RuntimeError as error:

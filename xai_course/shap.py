@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from skimage.segmentation import slic
 from torch import nn
 
+from .backward import check_layers, kind, max_pool_switches, modified, rescaled, unpool
 from .core import (
     batch_slices,
     check_input,
@@ -46,7 +47,6 @@ from .core import (
     predict,
     resolve_target,
 )
-from .lrp import Sum
 
 MAX_EXACT_PLAYERS = 20  # 2^20 model calls per image; above this use Kernel SHAP
 BATCH_SIZE = 64  # small batches of masked images run fastest on a laptop CPU
@@ -173,7 +173,6 @@ def _explain(model, x, target, segments, baseline, batch_size, shapley: Callable
     players = _check_segments(segments, x)
     x_bar = _baseline(baseline, x)
     with model_guard(model), torch.no_grad():
-        model.eval()
         target = resolve_target(target, predict(model, x, batch_size))
         phis = []
         for n in range(x.shape[0]):
@@ -369,86 +368,20 @@ def kernel(
 
 # ----------------------------------------------------------------------------- Deep SHAP
 
-_ELEMENTWISE = (  # the rescale rule holds for any elementwise nonlinearity, monotone or not
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.CELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Softplus,
-    nn.Softsign,
-)
-_MAX_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-_LINEAR = (
-    Sum,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Linear,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Identity,
-)
-
 
 def _paired_halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The input half and the reference half of a batch [x repeated B; background]."""
     return t.chunk(2)
 
 
-class _RescaleElementwise(torch.autograd.Function):
-    """y = f(z) forward; backward with the DeepLIFT multiplier m = delta y / delta z of the paired halves."""
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, f: Callable) -> torch.Tensor:
-        ctx.save_for_backward(z)
-        ctx.f = f
-        return f(z)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        (z,) = ctx.saved_tensors
-        zx, zr = _paired_halves(z)
-        delta_z = zx - zr
-        with torch.enable_grad():
-            z_leaf = zx.detach().requires_grad_(True)
-            (gradient,) = torch.autograd.grad(ctx.f(z_leaf).sum(), z_leaf)
-        small = delta_z.abs() < RESCALE_EPS
-        m = torch.where(small, gradient, (ctx.f(zx) - ctx.f(zr)) / torch.where(small, 1.0, delta_z))
-        return g * torch.cat([m, m]), None
-
-
-def _unpool(values: torch.Tensor, indices: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Put ``values`` back where the max-pool switches ``indices`` point (sums where windows overlap)."""
-    out = values.new_zeros(*shape[:2], math.prod(shape[2:]))
-    return out.scatter_add_(2, indices.flatten(2), values.flatten(2)).view(shape)
-
-
-def _max_pool_switches(z: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The output of the max-pooling module ``pool`` on ``z`` and its switches (where each maximum came from)."""
-    if isinstance(pool, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
-        adaptive = F.adaptive_max_pool1d if isinstance(pool, nn.AdaptiveMaxPool1d) else F.adaptive_max_pool2d
-        return adaptive(z, pool.output_size, return_indices=True)
-    max_pool = F.max_pool1d if isinstance(pool, nn.MaxPool1d) else F.max_pool2d
-    return max_pool(z, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode, return_indices=True)
+def _multiplier(f: Callable, zx: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
+    """DeepLIFT's multiplier m = (f(zx) - f(zr)) / (zx - zr) of an elementwise f; f'(zx) where zx - zr is about 0."""
+    with torch.enable_grad():
+        z_leaf = zx.detach().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(f(z_leaf).sum(), z_leaf)
+    delta_z = zx - zr
+    small = delta_z.abs() < RESCALE_EPS
+    return torch.where(small, gradient, (f(zx) - f(zr)) / torch.where(small, 1.0, delta_z))
 
 
 class _RescaleMaxPool(torch.autograd.Function):
@@ -461,7 +394,7 @@ class _RescaleMaxPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, pool: nn.Module) -> torch.Tensor:
-        y, switches = _max_pool_switches(z, pool)
+        y, switches = max_pool_switches(pool, z)
         ctx.save_for_backward(z, y, switches)
         return y
 
@@ -470,32 +403,20 @@ class _RescaleMaxPool(torch.autograd.Function):
         z, y, switches = ctx.saved_tensors
         (zx, zr), (yx, yr), (sx, sr), (gx, _) = map(_paired_halves, (z, y, switches, g))
         top = torch.maximum(yx, yr)
-        delta_y = _unpool(gx * (top - yr), sx, zx.shape) + _unpool(gx * (yx - top), sr, zx.shape)
+        delta_y = unpool(gx * (top - yr), sx, zx.shape) + unpool(gx * (yx - top), sr, zx.shape)
         delta_z = zx - zr
         small = delta_z.abs() < RESCALE_EPS
-        mg = torch.where(small, _unpool(gx, sx, zx.shape), delta_y / torch.where(small, 1.0, delta_z))
+        mg = torch.where(small, unpool(gx, sx, zx.shape), delta_y / torch.where(small, 1.0, delta_z))
         return torch.cat([mg, mg]), None
 
 
-def _rescale_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-    """Forward hook: the module's output again, now with the DeepLIFT multipliers as its gradient."""
-    if isinstance(module, _MAX_POOL):
+def _rescale(module: nn.Module, inputs: tuple, y: torch.Tensor) -> torch.Tensor:
+    """Deep SHAP's rule for a nonlinear layer: its output y again, with the DeepLIFT multipliers as its gradient."""
+    if kind(module) == "maxpool":
         return _RescaleMaxPool.apply(inputs[0], module)
-    return _RescaleElementwise.apply(inputs[0], module.forward)
-
-
-def _check_deep_modules(model: nn.Module) -> list[nn.Module]:
-    """The nonlinear modules of ``model``; NotImplementedError for a layer Deep SHAP cannot handle."""
-    nonlinear = []
-    for name, module in model.named_modules():
-        if isinstance(module, (*_ELEMENTWISE, *_MAX_POOL)):
-            nonlinear.append(module)
-        elif not isinstance(module, _LINEAR) and not list(module.children()):
-            supported = ", ".join(t.__name__ for t in (*_ELEMENTWISE, *_MAX_POOL, *_LINEAR))
-            raise NotImplementedError(
-                f"model: Deep SHAP cannot handle layer {name!r} ({type(module).__name__}); supported: {supported}"
-            )
-    return nonlinear
+    z = inputs[0]
+    m = _multiplier(module.forward, *_paired_halves(z.detach()))  # forward: not the module, whose hook this is
+    return rescaled(y, z, torch.cat([m, m]))
 
 
 def _check_summation(contributions: torch.Tensor, delta_f: torch.Tensor) -> None:
@@ -524,19 +445,15 @@ def deep(model: nn.Module, x: torch.Tensor, target=None, *, background: torch.Te
     background, _ = check_input(model, background, "background")
     if background.shape[1:] != x.shape[1:]:
         raise ValueError(f"background: expected rows of shape {tuple(x.shape[1:])}, got {describe(background)}")
-    nonlinear = _check_deep_modules(model)
+    nonlinear = [m for _, m, k in check_layers(model, "Deep SHAP") if k in ("relu", "activation", "maxpool")]
     background = background.to(x)
     with model_guard(model):
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
         target = resolve_target(target, predict(model, x))
         for module in model.modules():
             if hasattr(module, "inplace"):
-                module.inplace = False
-        for module in nonlinear:
-            module.register_forward_hook(_rescale_hook)
-        phi = torch.stack([_deep_one(model, x_n, t, background) for x_n, t in zip(x, target.tolist())])
+                module.inplace = False  # the rule reads the layer's input after the layer
+        with modified(model, dict.fromkeys(nonlinear, _rescale)):
+            phi = torch.stack([_deep_one(model, x_n, t, background) for x_n, t in zip(x, target.tolist())])
     return output_like(phi, x, unbatched)
 
 
