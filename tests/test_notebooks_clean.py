@@ -2,6 +2,7 @@
 their claim checks are tagged, and their metadata makes the instructor's slides."""
 
 import ast
+import inspect
 import json
 import re
 from pathlib import Path
@@ -141,3 +142,34 @@ def test_slideshow_metadata(path):
             notes[section] += 1
     assert notes, "no sections"
     assert [s for s, n in notes.items() if n != 1] == [], "each section has one notes cell"
+
+
+def _shown_sources(path: Path) -> list[tuple[str, bool]]:
+    """The expressions a notebook passes to ``xc.plot.source``, with whether it shows their docstrings."""
+    shown = []
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] != "code" or "plot.source(" not in "".join(cell["source"]):
+            continue
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("plot.source"):
+                docstring = all(not (k.arg == "docstring" and ast.unparse(k.value) == "False") for k in node.keywords)
+                shown += [(ast.unparse(arg), docstring) for arg in node.args]
+    return shown
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_code_a_chapter_shows_is_public_fits_the_screen_and_shown_one_way(path):
+    import xai_course as xc
+    from xai_course import plot
+
+    text = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert "getsource" not in text, "show the package's code with xc.plot.source"
+    modules = {name: getattr(xc, name) for name in xc.__all__} if hasattr(xc, "__all__") else {}
+    namespace = {"xc": xc, **modules, **{m: getattr(xc, m) for m in dir(xc) if not m.startswith("_")}}
+    for expression, docstring in _shown_sources(path):
+        obj = eval(expression, namespace)  # noqa: S307 - a notebook's own expression, on the package
+        assert "._" not in f"{obj.__module__}.{obj.__qualname__}", f"{expression} is private"
+        source = inspect.getsource(obj)
+        lines = (source if docstring else plot._without_docstrings(source)).splitlines()
+        long = [line for line in lines if len(line) > plot.SOURCE_WIDTH]
+        assert not long, f"{expression}: {len(long)} lines over {plot.SOURCE_WIDTH} characters: {long[0]!r}"

@@ -106,8 +106,9 @@ def check_layers(model: nn.Module, method: str) -> list[tuple[str, nn.Module, st
 
 
 def rescaled(output: torch.Tensor, z: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """[output] + (z - [z]) [scale] ([.] detached): ``output`` in value, whose backward pass sends the incoming
-    gradient back through ``z``, multiplied by ``scale``. The one trick behind LRP and DeepLIFT. Chapter 01."""
+    """[output] + (z - [z]) [scale] ([.] detached): ``output`` in value, whose backward pass sends
+    the incoming gradient back through ``z``, multiplied by ``scale``. The one trick behind LRP and
+    DeepLIFT. Chapter 01."""
     scale = scale.detach() if isinstance(scale, torch.Tensor) else scale
     return output.detach() + (z - z.detach()) * scale
 
@@ -136,7 +137,8 @@ def modified(model: nn.Module, rules: Mapping[nn.Module, Rule], before: Mapping 
 
 
 class ReLURule(torch.autograd.Function):
-    """y = max(z, 0) in the forward pass; ``backward(r_out, y)`` in the backward pass. Chapter 07."""
+    """y = max(z, 0) in the forward pass; ``backward(r_out, y)`` in the backward pass. Chapter 07.
+    """
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, backward: Callable, inplace: bool) -> torch.Tensor:
@@ -246,19 +248,25 @@ def max_pool_switches(pool: nn.Module, a: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def unpool(values: torch.Tensor, switches: torch.Tensor, size) -> torch.Tensor:
-    """Each value put back where its max-pool switch points, zeros elsewhere (Zeiler & Fergus's unpooling).
+    """Each value put back where its max-pool switch points, zeros elsewhere (Zeiler & Fergus's
+    unpooling).
 
-    ``values`` and ``switches`` (N, C, *pooled) come from ``max_pool_switches`` (or ``F.max_pool2d(a, ...,
-    return_indices=True)``) on ``a`` of shape ``size`` (N, C, *spatial); values that share a switch
-    (overlapping windows) add up, as in the gradient of max-pooling. Chapter 07.
+    ``values`` and ``switches`` (N, C, *pooled) come from ``max_pool_switches`` (or
+    ``F.max_pool2d(a, ..., return_indices=True)``) on ``a`` of shape ``size`` (N, C, *spatial);
+    values that share a switch (overlapping windows) add up, as in the gradient of max-pooling.
+    Chapter 07.
+
     """
     if not isinstance(values, torch.Tensor) or not isinstance(switches, torch.Tensor):
-        raise TypeError(f"values, switches: expected tensors, got {describe(values)} and {describe(switches)}")
+        raise TypeError(
+            f"values, switches: expected tensors, got {describe(values)} and {describe(switches)}"
+        )
     size = tuple(size)
     if switches.shape != values.shape or size[:2] != tuple(values.shape[:2]):
         raise ValueError(
-            f"switches, size: expected switches of the shape of values {tuple(values.shape)} and a size "
-            f"(N, C, ...) = {tuple(values.shape[:2])} + spatial, got {describe(switches)} and size {size}"
+            f"switches, size: expected switches of the shape of values {tuple(values.shape)} "
+            f"and a size (N, C, ...) = {tuple(values.shape[:2])} + spatial, got "
+            f"{describe(switches)} and size {size}"
         )
     out = values.new_zeros(*size[:2], math.prod(size[2:]))
     return out.scatter_add_(2, switches.flatten(2), values.flatten(2)).view(size)

@@ -379,19 +379,24 @@ def is_signed(method, name: str = "method") -> bool:
     return bool(declared(**{p: settings.arguments[p] for p in inspect.signature(declared).parameters}))
 
 
-def target_gradient(model, x, target, forward: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """The batched input, the gradient of the target logit with respect to it, and whether x came unbatched.
+def target_gradient(
+    model, x, target, forward: Callable | None = None
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The batched input, the gradient of the target logit with respect to it, and whether x came
+    unbatched.
 
-    The model is evaluated in eval mode; the guard puts its flags back afterwards. ``forward(model, x)``,
-    run instead of ``model(x)``, lets a method change the backward pass of some layers (the deconvnet's
-    ReLU rules, ``backward.relu_rule``). Chapter 00.
+    The model is evaluated in eval mode; the guard puts its flags back afterwards.
+    ``forward(model, x)``, run instead of ``model(x)``, lets a method change the backward pass
+    of some layers (the deconvnet's ReLU rules, ``backward.relu_rule``). Chapter 00.
+
     """
     check_model(model)
     x, unbatched = check_input(model, x)
     with model_guard(model):
         with torch.enable_grad():
             inputs = x.requires_grad_(True)  # check_input's copy
-            logits = (forward or nn.Module.__call__)(model, inputs.clone())  # a model may write into its input
+            run = forward or nn.Module.__call__
+            logits = run(model, inputs.clone())  # a copy: a model may write into its input
             target = resolve_target(target, logits)
             check_differentiable(logits)
             score = logits.gather(1, target.unsqueeze(1)).sum()

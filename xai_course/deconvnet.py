@@ -71,14 +71,17 @@ from .evaluate import spearman
 
 
 def deconvnet_rule(r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The deconvnet's ReLU backward pass: R_in = max(R_out, 0), whatever the forward ReLU let through. Chapter 07."""
+    """The deconvnet's ReLU backward pass: R_in = max(R_out, 0), whatever the forward ReLU let
+    through. Chapter 07."""
     return r_out.clamp(min=0)
 
 
 def guided_rule(r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Guided backprop's ReLU backward pass: R_in = R_out 1[z > 0] 1[R_out > 0] (y > 0 exactly where z > 0).
+    """Guided backprop's ReLU backward pass: R_in = R_out 1[z > 0] 1[R_out > 0] (y > 0 exactly where
+    z > 0).
 
-    The ReLU's own gradient (PyTorch's ``threshold_backward``), then max(., 0). Chapter 07."""
+    The ReLU's own gradient (PyTorch's ``threshold_backward``), then max(., 0). Chapter 07.
+    """
     return torch.ops.aten.threshold_backward(r_out, y, 0).clamp_(min=0)
 
 
@@ -233,8 +236,11 @@ def _transposed_affine(module: nn.Module, r: torch.Tensor, size: tuple) -> torch
     return t
 
 
-def _undo(module: nn.Module, r: torch.Tensor, size: tuple, switches: torch.Tensor | None) -> torch.Tensor:
-    """One layer of the deconvolutional network: from the layer's output back to its input of ``size``."""
+def undo_layer(
+    module: nn.Module, r: torch.Tensor, size: tuple, switches: torch.Tensor | None
+) -> torch.Tensor:
+    """One layer of the deconvolutional network: from the layer's output back to its input of
+    ``size``."""
     if isinstance(module, nn.ReLU):
         return r.relu()  # rectification, whatever the forward ReLU let through
     if isinstance(module, _MAXPOOLS):
@@ -248,11 +254,17 @@ def _undo(module: nn.Module, r: torch.Tensor, size: tuple, switches: torch.Tenso
     return r.reshape(size)  # Flatten, Unflatten, Identity, Dropout
 
 
-def _back(chain: list[_Layer], switches: dict, r: torch.Tensor) -> torch.Tensor:
-    """The deconvolutional network: ``r`` at the output of the last layer of ``chain`` back to the pixels."""
+def project_back(chain: list[_Layer], switches: dict, r: torch.Tensor) -> torch.Tensor:
+    """The deconvolutional network: ``r`` at the output of the last layer of ``chain`` back to the
+    pixels."""
     for i in reversed(range(len(chain))):
         step, n = chain[i], len(r)
-        r = _undo(step.module, r.reshape(n, *step.output_shape[1:]), (n, *step.input_shape[1:]), switches.get(i))
+        r = undo_layer(
+            step.module,
+            r.reshape(n, *step.output_shape[1:]),
+            (n, *step.input_shape[1:]),
+            switches.get(i),
+        )
     return r
 
 
@@ -328,7 +340,7 @@ def project(model, x, layer: str, channel: int, *, position=None) -> torch.Tenso
     with model_guard(model), torch.no_grad():
         a, switches = _run(chain[: stop + 1], x)
         channel = _check_channel(channel, a)
-        r = _back(chain[: stop + 1], switches, _keep(a, channel, _positions(position, a, channel)))
+        r = project_back(chain[: stop + 1], switches, _keep(a, channel, _positions(position, a, channel)))
     return output_like(r, x, unbatched)
 
 
@@ -425,7 +437,7 @@ def top_activations(model, data, layer: str, channel: int, k: int = 9, *, batch_
         order = torch.argsort(torch.cat(best), descending=True, stable=True)[:k]
         positions = _unravel(torch.cat(where)[order], tuple(a.shape[2:]))
         a, switches = _run(chain, images[order])
-        projections = _back(chain, switches, _keep(a, channel, positions))
+        projections = project_back(chain, switches, _keep(a, channel, positions))
     boxes = _receptive_fields(chain, positions.cpu(), tuple(images.shape[2:]))
     return Gallery(
         layer, channel, order, torch.cat(best)[order], positions, images[order], projections, boxes,

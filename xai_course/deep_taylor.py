@@ -61,17 +61,23 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)  # ou
 
 
 def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
-    """The ``lrp.Composite`` of deep Taylor decomposition: z+ without bias everywhere, ``input_rule`` at the input.
+    """The ``lrp.Composite`` of deep Taylor decomposition: z+ without bias everywhere,
+    ``input_rule`` at the input.
 
     ``input_rule`` is "zb" (inputs in [low, high]), "w2" (unbounded inputs) or "zplus" (z+ at the input
     too: the root point of inputs >= 0 is 0). Sums and average pooling split by positive contributions.
     Chapter 06.
+
     """
     if input_rule not in INPUT_RULES:
-        raise ValueError(f"input_rule: expected one of {list(INPUT_RULES)}, got {core.describe(input_rule)}")
+        raise ValueError(
+            f"input_rule: expected one of {list(INPUT_RULES)}, got {core.describe(input_rule)}"
+        )
     lrp.check_bounds(low, high)
     first = {"zb": lrp.ZBox(low, high), "w2": lrp.WSquare(), "zplus": None}[input_rule]
-    return lrp.Composite(first=first, conv=lrp.ZPlusNoBias(), linear=lrp.ZPlusNoBias(), norm="zplus")
+    return lrp.Composite(
+        first=first, conv=lrp.ZPlusNoBias(), linear=lrp.ZPlusNoBias(), norm="zplus"
+    )
 
 
 def _check_activations(model: nn.Module) -> None:
@@ -158,7 +164,9 @@ def _neuron_inputs(x, w, b, rule: str, low, high) -> tuple[torch.Tensor, torch.T
     return x.detach(), w.detach().to(x), torch.as_tensor(b, dtype=x.dtype).reshape(()), (low, high)
 
 
-def _direction(x: torch.Tensor, w: torch.Tensor, rule: str, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+def search_direction(
+    x: torch.Tensor, w: torch.Tensor, rule: str, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
     """The rule's search direction v (Montavon et al. 2017, sections 4.1-4.3)."""
     if rule == "zplus":
         return x * (x * w > 0)  # x_i 1[w_i > 0] for x >= 0
@@ -177,7 +185,7 @@ def _bisect(z, t_low: float, t_high: float, steps: int = 200) -> float:
     return t_high
 
 
-def _line_search(x, w, b, v) -> float:
+def line_search(x, w, b, v) -> float:
     """The step t of the root x - t v of z(x) = x . w + b: bracketed by doubling, then bisected."""
     z = lambda t: ((x - t * v) @ w + b).item()
     if z(0.0) <= 0:
@@ -188,8 +196,9 @@ def _line_search(x, w, b, v) -> float:
             return _bisect(z, 0.0, t_high)
         t_high *= 2
     raise ValueError(
-        f"no root point along the rule's direction: z(x - t v) stays positive (v . w = {(v @ w).item():.3g}, "
-        f"b = {b.item():.3g}); a positive bias can keep a neuron active wherever the rule looks"
+        f"no root point along the rule's direction: z(x - t v) stays positive "
+        f"(v . w = {(v @ w).item():.3g}, b = {b.item():.3g}); a positive bias can keep a neuron "
+        "active wherever the rule looks"
     )
 
 
@@ -207,8 +216,8 @@ def root_point(x, w, b=0.0, *, rule: str = "zplus", low=0.0, high=1.0) -> torch.
     precision); x itself if the neuron is inactive. Raises ``ValueError`` if no step does. Chapter 06.
     """
     x, w, b, (low, high) = _neuron_inputs(x, w, b, rule, low, high)
-    v = _direction(x, w, rule, low, high)
-    return x - _line_search(x, w, b, v) * v
+    v = search_direction(x, w, rule, low, high)
+    return x - line_search(x, w, b, v) * v
 
 
 def _in_domain(rule: str, x: torch.Tensor, root: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> bool:
@@ -227,16 +236,19 @@ def taylor_neuron(x, w, b=0.0, *, rule: str = "zplus", low=0.0, high=1.0) -> Tay
     segment from the root x~ to x, where the neuron is active and linear (at x~ itself R has a kink), and
     relevance_i = (x_i - x~_i) dR/dx_i. It equals the rule's formula v_i w_i / (v . w) R(x) and sums to
     R(x) (Montavon et al. 2017, section 3). Chapter 06.
+
     """
     x, w, b, (low, high) = _neuron_inputs(x, w, b, rule, low, high)
-    v = _direction(x, w, rule, low, high)
-    t = _line_search(x, w, b, v)
+    v = search_direction(x, w, rule, low, high)
+    t = line_search(x, w, b, v)
     root = x - t * v
     with torch.enable_grad():
         middle = (0.5 * (root + x)).requires_grad_()
         (slope,) = torch.autograd.grad(F.relu(middle @ w + b), middle)
     value = F.relu(x @ w + b).item()
-    return TaylorExpansion(value, root, t, v, slope, (x - root) * slope, _in_domain(rule, x, root, low, high))
+    return TaylorExpansion(
+        value, root, t, v, slope, (x - root) * slope, _in_domain(rule, x, root, low, high)
+    )
 
 
 # ----------------------------------------------------------------------------- input invariance

@@ -26,6 +26,7 @@ def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
 
 @contract(signed=True, needs="gradients", random=False)
 def gradient_x_input(model, x, target=None) -> torch.Tensor:
-    """Gradient of the target logit times the input, x * dS_c/dx. Same shape as ``x``. Chapter 00."""
+    """Gradient of the target logit times the input, x * dS_c/dx. Same shape as ``x``. Chapter 00.
+    """
     x, grad, unbatched = target_gradient(model, x, target)
     return output_like(grad * x, x, unbatched)

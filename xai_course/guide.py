@@ -239,7 +239,7 @@ def _scores_by_name(scores) -> dict[str, Scores]:
     return {row.method: row for row in scores}
 
 
-def _why_not(m: Method, access, data, negative_evidence, global_view, seconds, row) -> str | None:
+def why_not(m: Method, access, data, negative_evidence, global_view, seconds, row) -> str | None:
     """The first requirement ``m`` fails, in words, or None."""
     if ACCESS.index(m.needs) > ACCESS.index(access):
         return f"needs {m.needs}, you have {access}"
@@ -322,7 +322,7 @@ def choose(
     suitable, excluded = [], {}
     for m in METHODS.values():
         row = measured.get(m.name)
-        why = _why_not(m, access, data, negative_evidence, global_view, seconds_per_input, row)
+        why = why_not(m, access, data, negative_evidence, global_view, seconds_per_input, row)
         if why is None:
             suitable.append(Recommendation(m, _reasons(m, seconds_per_input, row), row))
         else:
@@ -414,9 +414,11 @@ def table(
 
 
 def rank_normalize(attribution: torch.Tensor) -> torch.Tensor:
-    """Each sample's map replaced by the ranks of its values, scaled to [0, 1]; tied values share their mean rank.
+    """Each sample's map replaced by the ranks of its values, scaled to [0, 1]; tied values share
+    their mean rank.
 
     Chapter 08.
+
     """
     flat = attribution.flatten(1).contiguous()
     ordered = flat.sort(1).values
@@ -427,14 +429,18 @@ def rank_normalize(attribution: torch.Tensor) -> torch.Tensor:
 
 
 def combine(methods: Mapping[str, Callable] | Sequence[Callable]) -> Callable:
-    """A new method: the mean of the rank-normalized maps of ``methods`` (the survey's closing idea).
+    """A new method: the mean of the rank-normalized maps of ``methods`` (the survey's closing
+    idea).
 
     Ranks put maps of different scales (logits, probabilities, gradients) on one footing; the
-    result orders pixels by their average rank and is no longer signed (``plot`` draws it so). Chapter 08.
+    result orders pixels by their average rank and is no longer signed (``plot`` draws it so).
+    Chapter 08.
+
     """
     parts = list(methods.values()) if isinstance(methods, Mapping) else list(methods)
     if len(parts) < 2 or not all(callable(p) for p in parts):
-        raise TypeError(f"methods: expected at least two methods method(model, x, target), got {describe(methods)}")
+        expected = "at least two methods method(model, x, target)"
+        raise TypeError(f"methods: expected {expected}, got {describe(methods)}")
 
     @contract(signed=False)  # mean ranks in [0, 1]
     def combined(model, x, target=None):

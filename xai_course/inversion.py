@@ -222,11 +222,13 @@ def alpha_prior(x: torch.Tensor, alpha: float = 6) -> torch.Tensor:
 
 
 def total_variation(x: torch.Tensor, beta: float = 2) -> torch.Tensor:
-    """R_V^beta(x) = mean over c, i, j of ((x_{c,i,j+1} - x_{c,i,j})^2 + (x_{c,i+1,j} - x_{c,i,j})^2)^(beta/2).
+    """R_V^beta(x) = mean over c, i, j of ((x_{c,i,j+1} - x_{c,i,j})^2 + (x_{c,i+1,j} -
+    x_{c,i,j})^2)^(beta/2).
 
-    Forward differences with replicate boundary (the difference past the last row or column is zero), as in
-    Mahendran & Vedaldi's code; beta = 2 for CNNs, beta = 1 gives their spiky artifacts. Shape (N,) for
-    x (N, C, H, W), a scalar for (C, H, W). Chapter 04.
+    Forward differences with replicate boundary (the difference past the last row or column is
+    zero), as in Mahendran & Vedaldi's code; beta = 2 for CNNs, beta = 1 gives their spiky
+    artifacts. Shape (N,) for x (N, C, H, W), a scalar for (C, H, W). Chapter 04.
+
     """
     beta = check_number("beta", beta, 0.0, strict=True)
     x, unbatched = _per_image(x)
@@ -394,13 +396,29 @@ def _check_optimize(steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer) 
     check_number("alpha_weight", alpha_weight)
 
 
-def _invert(
-    model, module, layer, x, start, *, steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer, progress, desc
+def minimize_objective(
+    model,
+    module,
+    layer,
+    x,
+    start,
+    *,
+    steps,
+    lr,
+    tv_weight,
+    beta,
+    alpha,
+    alpha_weight,
+    optimizer,
+    progress,
+    desc,
 ):
-    """Projected Adam (or SGD) on Mahendran & Vedaldi's objective from ``start``; returns x*, phi(x*), phi0, history.
+    """Projected Adam (or SGD) on Mahendran & Vedaldi's objective from ``start``; returns x*,
+    phi(x*), phi0, history.
 
-    The objective is summed over the images; the updates are element-wise, so each image is optimized as
-    if alone. The step size decays from ``lr`` to zero on a cosine schedule.
+    The objective is summed over the images; the updates are element-wise, so each image is
+    optimized as if alone. The step size decays from ``lr`` to zero on a cosine schedule.
+
     """
     with torch.no_grad():
         phi0 = _features(model, module, x, layer).detach()
@@ -414,7 +432,9 @@ def _invert(
     history = torch.empty(steps, x.shape[0])
     with torch.enable_grad():
         for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-            phi = check_differentiable(_features(model, module, x_star, layer), f"the features of layer {layer}")
+            phi = check_differentiable(
+                _features(model, module, x_star, layer), f"the features of layer {layer}"
+            )
             feature_loss = (phi - phi0).flatten(1).pow(2).sum(1) / norm0
             objective = feature_loss
             if alpha_weight:
@@ -435,10 +455,10 @@ def _invert(
 
 
 def _optimize_prepared(model, x, layer, start, unbatched, kw) -> Inversion:
-    """Run ``_invert`` from ``start`` with the model frozen and in eval mode."""
+    """Run ``minimize_objective`` from ``start`` with the model frozen and in eval mode."""
     module = submodule(model, layer)
     with model_guard(model):
-        x_star, phi_star, phi0, history = _invert(model, module, layer, x, start, **kw)
+        x_star, phi_star, phi0, history = minimize_objective(model, module, layer, x, start, **kw)
     return _result(x_star, x, phi_star, phi0, layer, unbatched, history)
 
 
@@ -569,12 +589,20 @@ def many_solutions(model, x, layer: str, *, seeds: int | Sequence[int] = 4, prog
 # ----------------------------------------------------------------------------- decoders (Dosovitskiy & Brox)
 
 
-def upsampling_stage(channels_in: int, channels_out: int, upsampling: str, kernel_size: int) -> list[nn.Module]:
-    """One x2 upsampling stage: resize-convolution or a stride-2 transposed convolution. Chapter 04."""
+def upsampling_stage(
+    channels_in: int, channels_out: int, upsampling: str, kernel_size: int
+) -> list[nn.Module]:
+    """One x2 upsampling stage: resize-convolution or a stride-2 transposed convolution. Chapter 04.
+    """
     if upsampling == "resize_conv":
-        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels_in, channels_out, 3, padding=1)]
+        return [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(channels_in, channels_out, 3, padding=1),
+        ]
     padding = (kernel_size - 1) // 2  # with output_padding=1 the output is exactly twice the input
-    return [nn.ConvTranspose2d(channels_in, channels_out, kernel_size, 2, padding, output_padding=1)]
+    return [
+        nn.ConvTranspose2d(channels_in, channels_out, kernel_size, 2, padding, output_padding=1)
+    ]
 
 
 class Decoder(nn.Module):
@@ -773,20 +801,35 @@ def checkerboard(images: torch.Tensor, reference: torch.Tensor | None = None) ->
 # ----------------------------------------------------------------------------- prediction-vector attack (Yang et al.)
 
 
-def align(probabilities: torch.Tensor, truncation: int | None = None, c: float = YANG_C) -> torch.Tensor:
+def align(
+    probabilities: torch.Tensor, truncation: int | None = None, c: float = YANG_C
+) -> torch.Tensor:
     """Yang et al.'s input to the inversion network: the top-k of a prediction vector, aligned.
 
-    Keeps the ``truncation`` = k largest probabilities of each row (all with None), takes
-    log(p) clamped at -1000, adds ``c``, shifts the kept entries up so that their minimum is >= 0, and puts
-    them back at their places in a vector of zeros (the released vector's other entries are unknown).
-    Chapter 04.
+    Keeps the ``truncation`` = k largest probabilities of each row (all with None), takes log(p)
+    clamped at -1000, adds ``c``, shifts the kept entries up so that their minimum is >= 0, and
+    puts them back at their places in a vector of zeros (the released vector's other entries are
+    unknown). Chapter 04.
+
     """
-    if not isinstance(probabilities, torch.Tensor) or not probabilities.is_floating_point() or probabilities.ndim != 2:
-        raise TypeError(f"probabilities: expected a float tensor (N, K), got {describe(probabilities)}")
-    k = probabilities.shape[1] if truncation is None else check_positive_int("truncation", truncation)
+    if (
+        not isinstance(probabilities, torch.Tensor)
+        or not probabilities.is_floating_point()
+        or probabilities.ndim != 2
+    ):
+        raise TypeError(
+            f"probabilities: expected a float tensor (N, K), got {describe(probabilities)}"
+        )
+    k = (
+        probabilities.shape[1]
+        if truncation is None
+        else check_positive_int("truncation", truncation)
+    )
     c = check_number("c", c, -math.inf)
     if k > probabilities.shape[1]:
-        raise ValueError(f"truncation: expected at most the number of classes {probabilities.shape[1]}, got {k}")
+        raise ValueError(
+            f"truncation: expected at most the number of classes {probabilities.shape[1]}, got {k}"
+        )
     top, index = probabilities.topk(k, dim=1)
     top = top.log().clamp(min=-1000) + c
     top = top + F.relu(-top.min(dim=1, keepdim=True).values)

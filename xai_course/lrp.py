@@ -185,10 +185,13 @@ class ZPlus(Rule):
 
 @dataclass(frozen=True)
 class ZPlusNoBias(Rule):
-    """Deep Taylor's z+ (Montavon et al. 2017), no bias: R_j = sum_k (a_j w_jk)^+ / sum_j' (a_j' w_j'k)^+ R_k.
+    """Deep Taylor's z+ (Montavon et al. 2017), no bias: R_j = sum_k (a_j w_jk)^+ / sum_j' (a_j'
+    w_j'k)^+ R_k.
 
-    No bias absorbs relevance. With ``Composite(norm="zplus")``, the output of such a layer that goes
-    straight into a ``Sum`` or average pooling is explained together with it, as one z+ layer. Chapter 06.
+    No bias absorbs relevance. With ``Composite(norm="zplus")``, the output of such a layer that
+    goes straight into a ``Sum`` or average pooling is explained together with it, as one z+
+    layer. Chapter 06.
+
     """
 
     def groups(self) -> tuple[Group, ...]:
@@ -197,17 +200,22 @@ class ZPlusNoBias(Rule):
 
 @dataclass(frozen=True, eq=False)
 class ZBox(Rule):
-    """zB for the pixel layer: x w - low w^+ - high w^-, no bias, for inputs in [low, high] (Montavon et al. 2017).
+    """zB for the pixel layer: x w - low w^+ - high w^-, no bias, for inputs in [low, high]
+    (Montavon et al. 2017).
 
     ``low`` and ``high`` are numbers or tensors broadcastable to the input, e.g. (1, 3, 1, 1)
     per channel. Only for a layer that reads the model input. Chapter 01.
+
     """
 
     low: float | torch.Tensor
     high: float | torch.Tensor
 
     def groups(self) -> tuple[Group, ...]:
-        low, high = Term("low", lambda w: -positive(w), None), Term("high", lambda w: -negative(w), None)
+        low, high = (
+            Term("low", lambda w: -positive(w), None),
+            Term("high", lambda w: -negative(w), None),
+        )
         return (Group((Term("a", bias=None), low, high)),)
 
 
@@ -386,19 +394,26 @@ def _where(where: str, z: torch.Tensor) -> torch.Tensor | float:
     return 1.0
 
 
-def relevance_step(rule: Rule, layer: nn.Module, a: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    """The relevance R_j of the inputs ``a`` of one conv or linear ``layer``, given R_k of its outputs.
+def relevance_step(
+    rule: Rule, layer: nn.Module, a: torch.Tensor, relevance: torch.Tensor
+) -> torch.Tensor:
+    """The relevance R_j of the inputs ``a`` of one conv or linear ``layer``, given R_k of its
+    outputs.
 
-    For each group of the rule, the four steps of Montavon et al. (2019, section 10.2.3):
-    (1) z = the group's forward passes + eps sign(z); (2) s = R / z, times the group's coefficient
+    For each group of the rule, the four steps of Montavon et al. (2019, section 10.2.3): (1) z
+    = the group's forward passes + eps sign(z); (2) s = R / z, times the group's coefficient
     where its sign condition holds; (3) c = gradient of sum(z * s) with respect to each input;
-    (4) R_j = sum over the inputs of input * c (zB and w^2 have constant inputs too).
-    Returns a tensor of the shape of ``a``. Chapter 01.
+    (4) R_j = sum over the inputs of input * c (zB and w^2 have constant inputs too). Returns a
+    tensor of the shape of ``a``. Chapter 01.
+
     """
     if not isinstance(rule, Rule) or isinstance(rule, Pass):
-        raise TypeError(f"rule: expected a rule for conv and linear layers, e.g. Epsilon(), got {core.describe(rule)}")
+        expected = "a rule for conv and linear layers, e.g. Epsilon()"
+        raise TypeError(f"rule: expected {expected}, got {core.describe(rule)}")
     if not isinstance(layer, WEIGHTED):
-        raise NotImplementedError(f"layer: expected one of {core.type_names(WEIGHTED)}, got {type(layer).__name__}")
+        raise NotImplementedError(
+            f"layer: expected one of {core.type_names(WEIGHTED)}, got {type(layer).__name__}"
+        )
     leaves: dict = {}
     with torch.enable_grad():
         a, relevance = a.detach().requires_grad_(), relevance.detach()
@@ -406,7 +421,11 @@ def relevance_step(rule: Rule, layer: nn.Module, a: torch.Tensor, relevance: tor
         total = 0.0
         for group in rule.groups():
             z_g = _group_output(group, layer, a, rule, leaves)  # step 1 (stabilized in step 2)
-            s = group.coefficient * _where(group.where, z) * _ratio(relevance, z_g.detach(), group.epsilon)  # step 2
+            s = (
+                group.coefficient
+                * _where(group.where, z)
+                * _ratio(relevance, z_g.detach(), group.epsilon)
+            )  # step 2
             total = total + (z_g * s).sum()  # step 3: c = d total / d input
         inputs = [a, *leaves.values()]
         grads = torch.autograd.grad(total, inputs, allow_unused=True)
@@ -434,9 +453,12 @@ class _Run:
         return name if self.calls[module] == 1 else f"{name} (call {self.calls[module]})"
 
 
-def _rule_output(rule: Rule, layer: nn.Module, a: torch.Tensor, z: torch.Tensor, leaves: dict) -> torch.Tensor:
-    """The output z of ``layer``, whose backward pass turns c = R / z into c = R / a by ``rule``: the gradient of
-    sum_g z_g * (coefficient * z / (z_g + eps sign z_g)), where the group's condition on z holds."""
+def rule_output(
+    rule: Rule, layer: nn.Module, a: torch.Tensor, z: torch.Tensor, leaves: dict
+) -> torch.Tensor:
+    """The output z of ``layer``, whose backward pass turns c = R / z into c = R / a by ``rule``:
+    the gradient of sum_g z_g * (coefficient * z / (z_g + eps sign z_g)), where the group's
+    condition on z holds."""
     scaled = 0.0
     for group in rule.groups():
         z_g = z if group.terms == (Term(),) else _group_output(group, layer, a, rule, leaves)
@@ -478,7 +500,7 @@ def _weighted_hook(run: _Run, name: str):
         if rule is None:
             return None
         _check_first_input(rule, name, a, run)
-        out = _rule_output(rule, module, a, z, run.leaves)
+        out = rule_output(rule, module, a, z, run.leaves)
         if isinstance(rule, ZPlusNoBias) and run.composite.norm == "zplus":
             run.zplus_outputs[id(out)] = (out, module, a)
         return out

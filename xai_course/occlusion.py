@@ -147,8 +147,9 @@ def _window_drops(model, x, fill, score, target, window, stride, batch_size) -> 
     return drops.view(x.shape[0], *counts)
 
 
-def _spread_windows(drops: torch.Tensor, window: int, stride: int, spatial) -> torch.Tensor:
-    """Mean of the drops of the windows covering each position, (N, 1, *spatial): a transposed convolution."""
+def spread_windows(drops: torch.Tensor, window: int, stride: int, spatial) -> torch.Tensor:
+    """Mean of the drops of the windows covering each position, (N, 1, *spatial): a transposed
+    convolution."""
     transposed = F.conv_transpose2d if len(spatial) == 2 else F.conv_transpose1d
     ones = torch.ones(1, 1, *[window] * len(spatial), dtype=drops.dtype, device=drops.device)
     crop = (..., *[slice(0, n) for n in spatial])
@@ -173,7 +174,7 @@ def _occlusion(model, x, target, window, stride, value, name, batch_size, allow_
         target = resolve_target(target, logits)
         score = logits.gather(1, target[:, None])[:, 0]
         drops = _window_drops(model, x, fill, score, target, window, stride, batch_size)
-    attribution = _spread_windows(drops, window, stride, x.shape[2:]).expand_as(x)
+    attribution = spread_windows(drops, window, stride, x.shape[2:]).expand_as(x)
     return output_like(attribution, x, unbatched)
 
 
@@ -331,11 +332,13 @@ def rise_masks(size, n_masks: int, *, grid: int = 8, p: float = 0.5, seed=0, sta
 # ----------------------------------------------------------------------------- RISE
 
 
-def _rise_one(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torch.Tensor:
+def rise_map(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torch.Tensor:
     """RISE saliency (*spatial) of one input for class t, accumulated batch by batch in float64."""
     saliency = torch.zeros(x_n.shape[1:], dtype=torch.float64, device=x_n.device)
     for part in batch_slices(n_masks, batch_size):
-        masks = rise_masks(x_n.shape[1:], part.stop - part.start, grid=grid, p=p, seed=seed, start=part.start)
+        masks = rise_masks(
+            x_n.shape[1:], part.stop - part.start, grid=grid, p=p, seed=seed, start=part.start
+        )
         masks = masks.to(x_n)
         scores = F.softmax(_forward(model, _masked(x_n, fill_n, masks)), dim=1)[:, t]
         saliency += torch.tensordot(scores.double(), masks.double(), dims=1)
@@ -382,7 +385,7 @@ def rise(
     with model_guard(model), torch.no_grad():
         target = resolve_target(target, predict(model, x, batch_size))
         maps = [
-            _rise_one(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size)
+            rise_map(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size)
             for x_n, fill_n, t in zip(x, fill, target.tolist())
         ]
     return output_like(torch.stack(maps).unsqueeze(1).expand_as(x), x, unbatched)
@@ -427,7 +430,7 @@ def _copy(output):
     return output.clone() if isinstance(output, torch.Tensor) else output
 
 
-def _sidu_one(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) -> torch.Tensor:
+def sidu_map(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) -> torch.Tensor:
     """SIDU saliency (*spatial) of one input for class t from its feature maps ``a`` (K, *small)."""
     scale = a.flatten(1).amax(1).view(-1, *[1] * (a.ndim - 1)) if relative else 1.0
     binary = (a > threshold * scale).to(x_n.dtype)
@@ -491,7 +494,7 @@ def sidu(
     target = resolve_target(target, logits)
     with model_guard(model), torch.no_grad():
         maps = [
-            _sidu_one(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size)
+            sidu_map(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size)
             for x_n, fill_n, a, t in zip(x, fill, features, target.tolist())
         ]
     return output_like(torch.stack(maps).unsqueeze(1).expand_as(x), x, unbatched)

@@ -16,7 +16,10 @@ Introduced in chapter 00.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -607,3 +610,33 @@ def show_images(images, labels=None, masks=None, classes: Sequence[str] | None =
             ax.set_title(classes[labels[i]] if classes is not None else str(labels[i]), fontsize=9)
         _no_ticks(ax)
     return fig
+
+
+SOURCE_WIDTH = 100  # the longest line a chapter shows: it fits a notebook, a slide and a phone without wrapping
+
+
+def source(*objects, docstring: bool = True) -> None:
+    """Print the source code of the package's functions and classes, as the chapters show it.
+
+    Only public objects (no name part starting with "_"): what a chapter shows, a student can call.
+    ``docstring=False`` leaves the docstrings out. Chapter 00.
+    """
+    for obj in objects:
+        name = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+        if not inspect.isfunction(obj) and not inspect.isclass(obj) or "._" in name or "<" in name:
+            raise TypeError(f"objects: expected public functions or classes of the package, got {describe(obj)}")
+        text = textwrap.dedent(inspect.getsource(obj))
+        if not docstring:
+            text = _without_docstrings(text)
+        print(text)
+
+
+def _without_docstrings(text: str) -> str:
+    """``text`` (the source of a function or class) without the docstrings of its definitions."""
+    lines = text.splitlines(keepends=True)
+    drop = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+            first = node.body[0]
+            drop.update(range(first.lineno - 1, first.end_lineno))
+    return "".join(line for i, line in enumerate(lines) if i not in drop)

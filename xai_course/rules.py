@@ -531,8 +531,9 @@ def mixed_distance(x: np.ndarray, rows: np.ndarray, schema: Schema, scale: np.nd
     return d
 
 
-def _fitness(x, rows, y_x, labels, same: bool, schema, scale) -> np.ndarray:
-    """a1 s(x, z) + a2 1[b(z) = b(x)] (or != when not ``same``), with s = 0 for s >= eta (copies of x)."""
+def lore_fitness(x, rows, y_x, labels, same: bool, schema, scale) -> np.ndarray:
+    """a1 s(x, z) + a2 1[b(z) = b(x)] (or != when not ``same``), with s = 0 for s >= eta (copies of
+    x)."""
     similarity = 1.0 - mixed_distance(x, rows, schema, scale)
     similarity[similarity >= ETA] = 0.0
     outcome = (labels == y_x) if same else (labels != y_x)
@@ -593,11 +594,11 @@ def _population(predict: Predict, x, y_x, pools, schema, scale, *, size, generat
     """One of LORE's two populations (DEAP's eaSimple: tournament, two-point crossover, mutation, hall of
     fame), cut at the largest fitness gap."""
     population = np.repeat(x[None], size, 0)
-    fitness = _fitness(x, population, y_x, _labels_of(predict, population), same, schema, scale)
+    fitness = lore_fitness(x, population, y_x, _labels_of(predict, population), same, schema, scale)
     fame, fame_fitness = _hall_of_fame(population, fitness, max(1, int(HALL_OF_FAME * size)))
     for _ in range(generations):
         population = _mutate(_crossover(population[_tournament(fitness, rng)], rng), pools, rng)
-        fitness = _fitness(x, population, y_x, _labels_of(predict, population), same, schema, scale)
+        fitness = lore_fitness(x, population, y_x, _labels_of(predict, population), same, schema, scale)
         rows, values = np.vstack([fame, population]), np.concatenate([fame_fitness, fitness])
         fame, fame_fitness = _hall_of_fame(rows, values, len(fame))
     return _above_largest_gap(np.vstack([population, fame]), np.concatenate([fitness, fame_fitness]))
@@ -626,7 +627,9 @@ def _moves(x: np.ndarray, delta: Rule, z_leaf: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _counterfactuals(x, surrogate: Surrogate, outcome: str, z: np.ndarray, predict, check: bool, scale):
+def counterfactual_rules(
+    x, surrogate: Surrogate, outcome: str, z: np.ndarray, predict, check: bool, scale
+):
     """Phi and the rows it moves x to (see ``lore``)."""
     leaf_of_z = surrogate.tree.apply(surrogate.schema.encode(z))
     candidates = {}
@@ -648,11 +651,14 @@ def _counterfactuals(x, surrogate: Surrogate, outcome: str, z: np.ndarray, predi
         return [], []
     fewest = min(map(len, found))
     order = sorted(
-        (r for r in found if len(r) == fewest), key=lambda r: (float(np.abs((found[r] - x) / scale).sum()), str(r))
+        (r for r in found if len(r) == fewest),
+        key=lambda r: (float(np.abs((found[r] - x) / scale).sum()), str(r)),
     )
     if check:  # the confirmed move becomes the rule's bound, so that Rule.apply(x) reproduces it
         confirmed, shapes = {}, set()
-        for rule in order:  # nearest first: a farther move of the same features in the same direction adds nothing
+        for rule in (
+            order
+        ):  # nearest first: a farther move of the same features in the same direction adds nothing
             tight = _tighten(rule, found[rule])
             shape = _shape(tight)
             if shape not in shapes:
@@ -729,7 +735,7 @@ def lore(
     surrogate = _fit_tree(z, labels, schema, seed, max_depth=max_depth, min_samples_leaf=min_samples_leaf)
     rule = surrogate.rule_for(x)
     hit = bool(surrogate.predict(x[None])[0] == y_x)
-    phi, moved = _counterfactuals(x, surrogate, schema.outcome(int(y_x)), z, predict, check, scale)
+    phi, moved = counterfactual_rules(x, surrogate, schema.outcome(int(y_x)), z, predict, check, scale)
     moved = np.array(moved).reshape(-1, len(x))
     return LocalExplanation(x, rule, phi, moved, surrogate.fidelity, hit, z, labels, surrogate)
 
@@ -1185,7 +1191,7 @@ class FuzzyHead(nn.Module):
     standardized inputs u = (z - mean) / std. Its firing strength is the product of the memberships,
     computed in log space so 64 factors cannot underflow:
 
-        log w_r(u) = -1/2 sum_d ((u_d - c_rd) / sigma_rd)^2.
+    log w_r(u) = -1/2 sum_d ((u_d - c_rd) / sigma_rd)^2.
 
     The output for class k is log sum_{r of class k} w_r: its softmax is the summed normalized firing
     strength sum_{r of class k} w_r / sum_r' w_r' (ANFIS layers 3 to 5 with constant one-hot consequents).
@@ -1207,8 +1213,14 @@ class FuzzyHead(nn.Module):
         """log w_r for each row of z (N, D), a tensor (N, R)."""
         u = (z - self.mean) / self.std
         precision = torch.exp(-2 * self.log_sigma)  # 1 / sigma^2, (R, D)
-        quadratic = (u * u) @ precision.T - 2 * u @ (self.centres * precision).T + (self.centres**2 * precision).sum(1)
-        return -0.5 * quadratic  # the sum over d of ((u_d - c_rd) / sigma_rd)^2, expanded into two products
+        quadratic = (
+            (u * u) @ precision.T
+            - 2 * u @ (self.centres * precision).T
+            + (self.centres**2 * precision).sum(1)
+        )
+        return (
+            -0.5 * quadratic
+        )  # the sum over d of ((u_d - c_rd) / sigma_rd)^2, expanded into two products
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         log_w = self.log_firing(z)

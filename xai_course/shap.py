@@ -198,7 +198,9 @@ def _bits(codes: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def shapley_weights(m: int) -> torch.Tensor:
-    """w(s) = s! (M - s - 1)! / M! for s = 0..M-1, the weight of a coalition of size s. Chapter 02."""
+    """w(s) = s! (M - s - 1)! / M! for s = 0..M-1, the weight of a coalition of size s.
+
+    Chapter 02."""
     s = torch.arange(m, dtype=torch.float64)
     return torch.exp(torch.lgamma(s + 1) + torch.lgamma(m - s) - math.lgamma(m + 1))
 
@@ -315,10 +317,13 @@ def _sample_pairs(m, left, size_weight, n_full, n_paired, rng) -> dict[tuple, fl
     return counts
 
 
-def kernel_weighted_least_squares(z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, v_empty, v_full) -> torch.Tensor:
+def kernel_weighted_least_squares(
+    z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, v_empty, v_full
+) -> torch.Tensor:
     """phi minimizing sum_k w_k (v_k - v_empty - z_k . phi)^2 subject to sum phi = v_full - v_empty.
 
-    The constraint eliminates the last player: phi_M = (v_full - v_empty) - sum of the others. Chapter 02.
+    The constraint eliminates the last player: phi_M = (v_full - v_empty) - sum of the others.
+    Chapter 02.
     """
     z, total = z.double(), v_full - v_empty
     a = z[:, :-1] - z[:, -1:]
@@ -374,8 +379,9 @@ def _paired_halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t.chunk(2)
 
 
-def _multiplier(f: Callable, zx: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
-    """DeepLIFT's multiplier m = (f(zx) - f(zr)) / (zx - zr) of an elementwise f; f'(zx) where zx - zr is about 0."""
+def multiplier(f: Callable, zx: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
+    """DeepLIFT's multiplier m = (f(zx) - f(zr)) / (zx - zr) of an elementwise f; f'(zx) where zx -
+    zr is about 0."""
     with torch.enable_grad():
         z_leaf = zx.detach().requires_grad_(True)
         (gradient,) = torch.autograd.grad(f(z_leaf).sum(), z_leaf)
@@ -410,12 +416,15 @@ class _RescaleMaxPool(torch.autograd.Function):
         return torch.cat([mg, mg]), None
 
 
-def _rescale(module: nn.Module, inputs: tuple, y: torch.Tensor) -> torch.Tensor:
-    """Deep SHAP's rule for a nonlinear layer: its output y again, with the DeepLIFT multipliers as its gradient."""
+def rescale_rule(module: nn.Module, inputs: tuple, y: torch.Tensor) -> torch.Tensor:
+    """Deep SHAP's rule for a nonlinear layer: its output y again, with the DeepLIFT multipliers as
+    its gradient."""
     if kind(module) == "maxpool":
         return _RescaleMaxPool.apply(inputs[0], module)
     z = inputs[0]
-    m = _multiplier(module.forward, *_paired_halves(z.detach()))  # forward: not the module, whose hook this is
+    m = multiplier(
+        module.forward, *_paired_halves(z.detach())
+    )  # forward: not the module, whose hook this is
     return rescaled(y, z, torch.cat([m, m]))
 
 
@@ -452,7 +461,7 @@ def deep(model: nn.Module, x: torch.Tensor, target=None, *, background: torch.Te
         for module in model.modules():
             if hasattr(module, "inplace"):
                 module.inplace = False  # the rule reads the layer's input after the layer
-        with modified(model, dict.fromkeys(nonlinear, _rescale)):
+        with modified(model, dict.fromkeys(nonlinear, rescale_rule)):
             phi = torch.stack([_deep_one(model, x_n, t, background) for x_n, t in zip(x, target.tolist())])
     return output_like(phi, x, unbatched)
 
