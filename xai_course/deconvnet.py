@@ -240,7 +240,7 @@ def undo_layer(
     module: nn.Module, r: torch.Tensor, size: tuple, switches: torch.Tensor | None
 ) -> torch.Tensor:
     """One layer of the deconvolutional network: from the layer's output back to its input of
-    ``size``."""
+    ``size``. Chapter 07."""
     if isinstance(module, nn.ReLU):
         return r.relu()  # rectification, whatever the forward ReLU let through
     if isinstance(module, _MAXPOOLS):
@@ -256,7 +256,7 @@ def undo_layer(
 
 def project_back(chain: list[_Layer], switches: dict, r: torch.Tensor) -> torch.Tensor:
     """The deconvolutional network: ``r`` at the output of the last layer of ``chain`` back to the
-    pixels."""
+    pixels. Chapter 07."""
     for i in reversed(range(len(chain))):
         step, n = chain[i], len(r)
         r = undo_layer(

@@ -167,7 +167,7 @@ def _neuron_inputs(x, w, b, rule: str, low, high) -> tuple[torch.Tensor, torch.T
 def search_direction(
     x: torch.Tensor, w: torch.Tensor, rule: str, low: torch.Tensor, high: torch.Tensor
 ) -> torch.Tensor:
-    """The rule's search direction v (Montavon et al. 2017, sections 4.1-4.3)."""
+    """The rule's search direction v (Montavon et al. 2017, sections 4.1-4.3). Chapter 06."""
     if rule == "zplus":
         return x * (x * w > 0)  # x_i 1[w_i > 0] for x >= 0
     if rule == "zb":
@@ -186,7 +186,9 @@ def _bisect(z, t_low: float, t_high: float, steps: int = 200) -> float:
 
 
 def line_search(x, w, b, v) -> float:
-    """The step t of the root x - t v of z(x) = x . w + b: bracketed by doubling, then bisected."""
+    """The step t of the root x - t v of z(x) = x . w + b: bracketed by doubling, then bisected.
+
+    Chapter 06."""
     z = lambda t: ((x - t * v) @ w + b).item()
     if z(0.0) <= 0:
         return 0.0

@@ -240,7 +240,7 @@ def _scores_by_name(scores) -> dict[str, Scores]:
 
 
 def why_not(m: Method, access, data, negative_evidence, global_view, seconds, row) -> str | None:
-    """The first requirement ``m`` fails, in words, or None."""
+    """The first requirement ``m`` fails, in words, or None. Chapter 08."""
     if ACCESS.index(m.needs) > ACCESS.index(access):
         return f"needs {m.needs}, you have {access}"
     if data not in m.data:

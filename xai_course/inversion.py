@@ -418,7 +418,7 @@ def minimize_objective(
 
     The objective is summed over the images; the updates are element-wise, so each image is
     optimized as if alone. The step size decays from ``lr`` to zero on a cosine schedule.
-
+ Chapter 04.
     """
     with torch.no_grad():
         phi0 = _features(model, module, x, layer).detach()

@@ -458,7 +458,7 @@ def rule_output(
 ) -> torch.Tensor:
     """The output z of ``layer``, whose backward pass turns c = R / z into c = R / a by ``rule``:
     the gradient of sum_g z_g * (coefficient * z / (z_g + eps sign z_g)), where the group's
-    condition on z holds."""
+    condition on z holds. Chapter 01."""
     scaled = 0.0
     for group in rule.groups():
         z_g = z if group.terms == (Term(),) else _group_output(group, layer, a, rule, leaves)

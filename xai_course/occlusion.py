@@ -149,7 +149,7 @@ def _window_drops(model, x, fill, score, target, window, stride, batch_size) -> 
 
 def spread_windows(drops: torch.Tensor, window: int, stride: int, spatial) -> torch.Tensor:
     """Mean of the drops of the windows covering each position, (N, 1, *spatial): a transposed
-    convolution."""
+    convolution. Chapter 03."""
     transposed = F.conv_transpose2d if len(spatial) == 2 else F.conv_transpose1d
     ones = torch.ones(1, 1, *[window] * len(spatial), dtype=drops.dtype, device=drops.device)
     crop = (..., *[slice(0, n) for n in spatial])
@@ -333,7 +333,9 @@ def rise_masks(size, n_masks: int, *, grid: int = 8, p: float = 0.5, seed=0, sta
 
 
 def rise_map(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torch.Tensor:
-    """RISE saliency (*spatial) of one input for class t, accumulated batch by batch in float64."""
+    """RISE saliency (*spatial) of one input for class t, accumulated batch by batch in float64.
+
+    Chapter 03."""
     saliency = torch.zeros(x_n.shape[1:], dtype=torch.float64, device=x_n.device)
     for part in batch_slices(n_masks, batch_size):
         masks = rise_masks(
@@ -431,7 +433,9 @@ def _copy(output):
 
 
 def sidu_map(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) -> torch.Tensor:
-    """SIDU saliency (*spatial) of one input for class t from its feature maps ``a`` (K, *small)."""
+    """SIDU saliency (*spatial) of one input for class t from its feature maps ``a`` (K, *small).
+
+    Chapter 03."""
     scale = a.flatten(1).amax(1).view(-1, *[1] * (a.ndim - 1)) if relative else 1.0
     binary = (a > threshold * scale).to(x_n.dtype)
     p_x = F.softmax(model(x_n[None]), dim=1)[0].double()

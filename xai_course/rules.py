@@ -533,7 +533,7 @@ def mixed_distance(x: np.ndarray, rows: np.ndarray, schema: Schema, scale: np.nd
 
 def lore_fitness(x, rows, y_x, labels, same: bool, schema, scale) -> np.ndarray:
     """a1 s(x, z) + a2 1[b(z) = b(x)] (or != when not ``same``), with s = 0 for s >= eta (copies of
-    x)."""
+    x). Chapter 05."""
     similarity = 1.0 - mixed_distance(x, rows, schema, scale)
     similarity[similarity >= ETA] = 0.0
     outcome = (labels == y_x) if same else (labels != y_x)
@@ -630,7 +630,7 @@ def _moves(x: np.ndarray, delta: Rule, z_leaf: np.ndarray) -> np.ndarray:
 def counterfactual_rules(
     x, surrogate: Surrogate, outcome: str, z: np.ndarray, predict, check: bool, scale
 ):
-    """Phi and the rows it moves x to (see ``lore``)."""
+    """Phi and the rows it moves x to (see ``lore``). Chapter 05."""
     leaf_of_z = surrogate.tree.apply(surrogate.schema.encode(z))
     candidates = {}
     for rule, leaf in zip(surrogate.rules, surrogate.leaves):

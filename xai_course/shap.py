@@ -381,7 +381,7 @@ def _paired_halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def multiplier(f: Callable, zx: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
     """DeepLIFT's multiplier m = (f(zx) - f(zr)) / (zx - zr) of an elementwise f; f'(zx) where zx -
-    zr is about 0."""
+    zr is about 0. Chapter 02."""
     with torch.enable_grad():
         z_leaf = zx.detach().requires_grad_(True)
         (gradient,) = torch.autograd.grad(f(z_leaf).sum(), z_leaf)
@@ -418,7 +418,7 @@ class _RescaleMaxPool(torch.autograd.Function):
 
 def rescale_rule(module: nn.Module, inputs: tuple, y: torch.Tensor) -> torch.Tensor:
     """Deep SHAP's rule for a nonlinear layer: its output y again, with the DeepLIFT multipliers as
-    its gradient."""
+    its gradient. Chapter 02."""
     if kind(module) == "maxpool":
         return _RescaleMaxPool.apply(inputs[0], module)
     z = inputs[0]
