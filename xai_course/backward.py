@@ -205,7 +205,7 @@ def relu_rule(backward: Callable) -> Callable:
         for relu in relus:
             relu.inplace = False
         with modified(model, dict.fromkeys(relus, rule)):
-            out = model(x.clone())
+            out = model(x.clone())  # a copy: x stays untouched for a second pass
         if isinstance(out, torch.Tensor) and not _unseen_activations(out):
             return out
         with _EveryReLU(backward):

@@ -17,12 +17,13 @@ Guided backprop (Springenberg, Dosovitskiy, Brox & Riedmiller 2015, "Striving fo
 masks: R_in = R_out 1[z > 0] 1[R_out > 0]. Saliency (Simonyan, Vedaldi & Zisserman 2014) keeps the plain
 gradient (``gradient.saliency``).
 
-The modified backward pass is applied to every ReLU *call* of the forward pass, seen through a
-``TorchFunctionMode`` and not through hooks on the model: ``nn.ReLU`` modules (in place or not, one module
-reused several times) and functional calls (``F.relu``, ``torch.relu``, ``x.relu()``) alike. A call of any
-other activation (sigmoid, tanh, GELU, leaky ReLU, softmax, clamp, ...) raises ``NotImplementedError``. A ReLU
-written as other arithmetic (``x * (x > 0)``, ``torch.where``) cannot be seen and keeps its plain gradient.
-TorchScript modules are not seen either.
+The modified backward pass is a rule for the ReLU (``deconvnet_rule``, ``guided_rule``), applied by the engine
+of ``backward`` to every ReLU *call* of the forward pass (``backward.relu_rule``): ``nn.ReLU`` modules (in place
+or not, one module reused several times) get it through hooks, and functional calls (``F.relu``, ``torch.relu``,
+``x.relu()``), which the engine finds in the autograd graph, through a ``TorchFunctionMode`` of the calling
+thread. A call of any other activation (sigmoid, tanh, GELU, leaky ReLU, softmax, clamp, ...) raises
+``NotImplementedError``. A ReLU written as other arithmetic (``x * (x > 0)``, ``torch.where``) cannot be seen
+and keeps its plain gradient. TorchScript modules are not seen either.
 
 The maps hardly depend on the target class or on the upper layers' weights (Nie, Zhang & Patel 2018;
 Adebayo et al. 2018): ``target_similarity`` and ``evaluate.randomization_check`` measure this.
@@ -30,10 +31,9 @@ Deconvolutional (transposed-convolution) layers also upsample images, as in supe
 uneven overlap makes checkerboard artifacts (Odena, Dumoulin & Olah 2016); ``train_upsampler`` shows both
 effects, and ``inversion.checkerboard`` measures the artifacts.
 
-Speed (``python benchmarks/deconvnet_speed.py``: 32 course images, ShapesCNN, median of 21): the same forward
-and backward pass as Captum's hooks, op for op, so the time ratio to Captum is close to 1: 0.94 to 0.99 for
-``deconvnet`` (its ReLU backward is one operation, Captum's two) and 0.96 to 1.01 (median 0.98) for
-``guided_backprop`` over ten runs with one and two threads. Introduced in chapter 07.
+Speed (``python benchmarks/deconvnet_speed.py``: 1, 8 and 32 course images, ShapesCNN, median of 21): the same
+forward and backward pass as Captum's hooks, op for op, so the time ratio to Captum is close to 1 (1.00 to 1.07
+for 1 and 8 images, 0.86 to 0.99 for 32). Introduced in chapter 07.
 """
 
 from __future__ import annotations

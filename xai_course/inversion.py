@@ -36,7 +36,7 @@ parameters frozen, and the hooks are removed. Introduced in chapter 04.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -397,9 +397,7 @@ def _check_optimize(steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer) 
 
 
 def minimize_objective(
-    model,
-    module,
-    layer,
+    phi: Callable,
     x,
     start,
     *,
@@ -413,15 +411,15 @@ def minimize_objective(
     progress,
     desc,
 ):
-    """Projected Adam (or SGD) on Mahendran & Vedaldi's objective from ``start``; returns x*,
-    phi(x*), phi0, history.
+    """Projected Adam (or SGD) on Mahendran & Vedaldi's objective, from ``start``: the feature error
+    ||phi(x*) - phi(x)||^2 / ||phi(x)||^2 plus the priors. Returns x*, phi(x*), phi(x), history.
 
-    The objective is summed over the images; the updates are element-wise, so each image is
-    optimized as if alone. The step size decays from ``lr`` to zero on a cosine schedule.
- Chapter 04.
+    ``phi`` maps images to the features of one layer. The objective is summed over the images; the
+    updates are element-wise, so each image is optimized as if alone. The step size decays from
+    ``lr`` to zero on a cosine schedule. Chapter 04.
     """
     with torch.no_grad():
-        phi0 = _features(model, module, x, layer).detach()
+        phi0 = phi(x).detach()
     norm0 = phi0.flatten(1).pow(2).sum(1).clamp(min=1e-24)
     x_star = start.clone().requires_grad_(True)
     if optimizer == "adam":
@@ -432,10 +430,7 @@ def minimize_objective(
     history = torch.empty(steps, x.shape[0])
     with torch.enable_grad():
         for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-            phi = check_differentiable(
-                _features(model, module, x_star, layer), f"the features of layer {layer}"
-            )
-            feature_loss = (phi - phi0).flatten(1).pow(2).sum(1) / norm0
+            feature_loss = (phi(x_star) - phi0).flatten(1).pow(2).sum(1) / norm0
             objective = feature_loss
             if alpha_weight:
                 objective = objective + alpha_weight * alpha_prior(x_star, alpha)
@@ -450,15 +445,20 @@ def minimize_objective(
                 x_star.clamp_(LOW, HIGH)
     x_star = x_star.detach()
     with torch.no_grad():
-        phi_star = _features(model, module, x_star, layer)
+        phi_star = phi(x_star)
     return x_star, phi_star, phi0, history
 
 
 def _optimize_prepared(model, x, layer, start, unbatched, kw) -> Inversion:
     """Run ``minimize_objective`` from ``start`` with the model frozen and in eval mode."""
     module = submodule(model, layer)
+
+    def phi(images: torch.Tensor) -> torch.Tensor:
+        features = _features(model, module, images, layer)
+        return check_differentiable(features, f"the features of layer {layer}") if images.requires_grad else features
+
     with model_guard(model):
-        x_star, phi_star, phi0, history = minimize_objective(model, module, layer, x, start, **kw)
+        x_star, phi_star, phi0, history = minimize_objective(phi, x, start, **kw)
     return _result(x_star, x, phi_star, phi0, layer, unbatched, history)
 
 
