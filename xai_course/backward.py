@@ -221,16 +221,18 @@ _ACTIVATION_NODES = re.compile(
 
 def _unseen_activations(output: torch.Tensor) -> bool:
     """Whether ``output`` was computed through an activation (a node of its autograd graph) other than ReLURule."""
+    return any(_ACTIVATION_NODES.search(type(node).__name__) for node in autograd_nodes(output))
+
+
+def autograd_nodes(output: torch.Tensor) -> set:
+    """The nodes of the autograd graph that ``output`` was computed through. Chapter 01."""
     seen, todo = set(), [output.grad_fn]
     while todo:
         node = todo.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if _ACTIVATION_NODES.search(type(node).__name__):
-            return True
-        todo.extend(next_node for next_node, _ in node.next_functions)
-    return False
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(next_node for next_node, _ in node.next_functions)
+    return seen
 
 
 # ----------------------------------------------------------------------------- max-pooling
@@ -255,7 +257,6 @@ def unpool(values: torch.Tensor, switches: torch.Tensor, size) -> torch.Tensor:
     ``F.max_pool2d(a, ..., return_indices=True)``) on ``a`` of shape ``size`` (N, C, *spatial);
     values that share a switch (overlapping windows) add up, as in the gradient of max-pooling.
     Chapter 07.
-
     """
     if not isinstance(values, torch.Tensor) or not isinstance(switches, torch.Tensor):
         raise TypeError(

@@ -388,7 +388,6 @@ def target_gradient(
     The model is evaluated in eval mode; the guard puts its flags back afterwards.
     ``forward(model, x)``, run instead of ``model(x)``, lets a method change the backward pass
     of some layers (the deconvnet's ReLU rules, ``backward.relu_rule``). Chapter 00.
-
     """
     check_model(model)
     x, unbatched = check_input(model, x)

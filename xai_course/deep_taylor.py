@@ -67,7 +67,6 @@ def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
     ``input_rule`` is "zb" (inputs in [low, high]), "w2" (unbounded inputs) or "zplus" (z+ at the input
     too: the root point of inputs >= 0 is 0). Sums and average pooling split by positive contributions.
     Chapter 06.
-
     """
     if input_rule not in INPUT_RULES:
         raise ValueError(
@@ -238,7 +237,6 @@ def taylor_neuron(x, w, b=0.0, *, rule: str = "zplus", low=0.0, high=1.0) -> Tay
     segment from the root x~ to x, where the neuron is active and linear (at x~ itself R has a kink), and
     relevance_i = (x_i - x~_i) dR/dx_i. It equals the rule's formula v_i w_i / (v . w) R(x) and sums to
     R(x) (Montavon et al. 2017, section 3). Chapter 06.
-
     """
     x, w, b, (low, high) = _neuron_inputs(x, w, b, rule, low, high)
     v = search_direction(x, w, rule, low, high)

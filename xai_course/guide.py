@@ -418,7 +418,6 @@ def rank_normalize(attribution: torch.Tensor) -> torch.Tensor:
     their mean rank.
 
     Chapter 08.
-
     """
     flat = attribution.flatten(1).contiguous()
     ordered = flat.sort(1).values
@@ -435,7 +434,6 @@ def combine(methods: Mapping[str, Callable] | Sequence[Callable]) -> Callable:
     Ranks put maps of different scales (logits, probabilities, gradients) on one footing; the
     result orders pixels by their average rank and is no longer signed (``plot`` draws it so).
     Chapter 08.
-
     """
     parts = list(methods.values()) if isinstance(methods, Mapping) else list(methods)
     if len(parts) < 2 or not all(callable(p) for p in parts):

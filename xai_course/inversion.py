@@ -228,7 +228,6 @@ def total_variation(x: torch.Tensor, beta: float = 2) -> torch.Tensor:
     Forward differences with replicate boundary (the difference past the last row or column is
     zero), as in Mahendran & Vedaldi's code; beta = 2 for CNNs, beta = 1 gives their spiky
     artifacts. Shape (N,) for x (N, C, H, W), a scalar for (C, H, W). Chapter 04.
-
     """
     beta = check_number("beta", beta, 0.0, strict=True)
     x, unbatched = _per_image(x)
@@ -810,7 +809,6 @@ def align(
     clamped at -1000, adds ``c``, shifts the kept entries up so that their minimum is >= 0, and
     puts them back at their places in a vector of zeros (the released vector's other entries are
     unknown). Chapter 04.
-
     """
     if (
         not isinstance(probabilities, torch.Tensor)

@@ -185,13 +185,13 @@ class ZPlus(Rule):
 
 @dataclass(frozen=True)
 class ZPlusNoBias(Rule):
-    """Deep Taylor's z+ (Montavon et al. 2017), no bias: R_j = sum_k (a_j w_jk)^+ / sum_j' (a_j'
-    w_j'k)^+ R_k.
+    """Deep Taylor's z+ (Montavon et al. 2017), no bias:
+
+        R_j = sum_k (a_j w_jk)^+ / sum_j' (a_j' w_j'k)^+ R_k.
 
     No bias absorbs relevance. With ``Composite(norm="zplus")``, the output of such a layer that
     goes straight into a ``Sum`` or average pooling is explained together with it, as one z+
     layer. Chapter 06.
-
     """
 
     def groups(self) -> tuple[Group, ...]:
@@ -205,7 +205,6 @@ class ZBox(Rule):
 
     ``low`` and ``high`` are numbers or tensors broadcastable to the input, e.g. (1, 3, 1, 1)
     per channel. Only for a layer that reads the model input. Chapter 01.
-
     """
 
     low: float | torch.Tensor
@@ -400,12 +399,11 @@ def relevance_step(
     """The relevance R_j of the inputs ``a`` of one conv or linear ``layer``, given R_k of its
     outputs.
 
-    For each group of the rule, the four steps of Montavon et al. (2019, section 10.2.3): (1) z
-    = the group's forward passes + eps sign(z); (2) s = R / z, times the group's coefficient
-    where its sign condition holds; (3) c = gradient of sum(z * s) with respect to each input;
-    (4) R_j = sum over the inputs of input * c (zB and w^2 have constant inputs too). Returns a
-    tensor of the shape of ``a``. Chapter 01.
-
+    For each group of the rule, the four steps of Montavon et al. (2019, section 10.2.3):
+    (1) z = the group's forward passes + eps sign(z); (2) s = R / z, times the group's
+    coefficient where its sign condition holds; (3) c = gradient of sum(z * s) with respect to
+    each input; (4) R_j = sum over the inputs of input * c (zB and w^2 have constant inputs too).
+    Returns a tensor of the shape of ``a``. Chapter 01.
     """
     if not isinstance(rule, Rule) or isinstance(rule, Pass):
         expected = "a rule for conv and linear layers, e.g. Epsilon()"
@@ -698,17 +696,6 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def _reachable(output: torch.Tensor) -> set:
-    """The autograd nodes that ``output`` was computed through."""
-    seen, todo = set(), [output.grad_fn]
-    while todo:
-        node = todo.pop()
-        if node is not None and node not in seen:
-            seen.add(node)
-            todo.extend(next_node for next_node, _ in node.next_functions)
-    return seen
-
-
 def _recorded(model: nn.Module, x: torch.Tensor) -> tuple[list, list, None]:
     """The layer calls (name, reads the model input) and function calls of ``model`` on one sample of ``x``,
     in forward order: a forward pass watched by hooks and a ``TorchFunctionMode``, nothing patched."""
@@ -734,7 +721,7 @@ def _recorded(model: nn.Module, x: torch.Tensor) -> tuple[list, list, None]:
             copy_of_x = x.clone()  # a model may write into its input
             with recorder:
                 logits = model(copy_of_x)
-    on_path = _reachable(logits) if isinstance(logits, torch.Tensor) else set()
+    on_path = backward.autograd_nodes(logits) if isinstance(logits, torch.Tensor) else set()
     return calls, [call for call, node in recorder.calls if node in on_path], None
 
 

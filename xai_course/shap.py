@@ -380,8 +380,8 @@ def _paired_halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def multiplier(f: Callable, zx: torch.Tensor, zr: torch.Tensor) -> torch.Tensor:
-    """DeepLIFT's multiplier m = (f(zx) - f(zr)) / (zx - zr) of an elementwise f; f'(zx) where zx -
-    zr is about 0. Chapter 02."""
+    """DeepLIFT's multiplier m = (f(zx) - f(zr)) / (zx - zr) of an elementwise f; f'(zx) where
+    zx - zr is about 0. Chapter 02."""
     with torch.enable_grad():
         z_leaf = zx.detach().requires_grad_(True)
         (gradient,) = torch.autograd.grad(f(z_leaf).sum(), z_leaf)
