@@ -9,7 +9,7 @@ from conftest import TinyNet, assert_unchanged, state_of
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from xai_course import data, inversion, models
+from xai_course import data, inversion, layers, models
 
 FAST = dict(steps=30, progress=False)
 
@@ -45,11 +45,11 @@ def test_blocks_of_course_models(cnn, tiny, images):
 
 
 def test_features_are_the_layer_output(cnn, images):
-    phi = inversion.features(cnn, images, "features.5")
+    phi = layers.features(cnn, images, "features.5")
     with torch.no_grad():
         assert torch.equal(phi, cnn.features[:6](images))
-        assert torch.equal(inversion.features(cnn, images, "classifier.2"), cnn(images))
-    assert inversion.features(cnn, images[0], "features.5").shape == (32, 16, 16)
+        assert torch.equal(layers.features(cnn, images, "classifier.2"), cnn(images))
+    assert layers.features(cnn, images[0], "features.5").shape == (32, 16, 16)
 
 
 def test_unknown_layer_lists_valid_names(cnn, images):
@@ -57,7 +57,7 @@ def test_unknown_layer_lists_valid_names(cnn, images):
         inversion.optimize(cnn, images, "features.99", **FAST)
     message = str(error.value)
     assert "'features.99'" in message and "'features.0'" in message and "'classifier.2'" in message
-    with pytest.raises(TypeError, match="layer: expected a module name"):
+    with pytest.raises(TypeError, match="layer: expected the name of a sub-module"):
         inversion.optimize(cnn, images, 3, **FAST)
     with pytest.raises(ValueError, match="layer"):
         inversion.train_decoder(cnn, "conv", images, progress=False)
@@ -223,7 +223,7 @@ def test_model_unchanged_and_in_eval_mode_during_the_call():
     before = state_of(model)
     inversion.optimize(model, x, "bn", steps=5, progress=False)
     inversion.many_solutions(model, x, "fc", seeds=2, steps=5, progress=False)
-    inversion.features(model, x, "pool")
+    layers.features(model, x, "pool")
     inversion.blocks(model, x)
     assert_unchanged(before, model)
     assert seen and not any(seen)
@@ -468,11 +468,11 @@ def test_attack_with_truncation(cnn):
     assert mse(result) < 0.2 * black and mse(result) < 0.5 * noise.pow(2).mean().item()
     assert mse(result) < 1.1 * mse(baseline)
     # the reconstruction depends on the released vector: different predicted classes, different images
-    predicted = inversion.features(cnn, victims, "classifier.2").argmax(1)
+    predicted = layers.features(cnn, victims, "classifier.2").argmax(1)
     a, b = result.images[predicted == 0][0], result.images[predicted == 1][0]
     assert (a - b).abs().mean() > 1e-3
     # top-1: the vector of an image of class c is all zeros except at c
-    released = inversion.align(inversion.features(cnn, victims, "classifier.2").softmax(1), attack.truncation)
+    released = inversion.align(layers.features(cnn, victims, "classifier.2").softmax(1), attack.truncation)
     assert ((released > 0).sum(1) <= 1).all()
 
 
@@ -489,12 +489,12 @@ def test_class_means_and_the_table_agree_with_the_baseline(cnn, train_images):
     auxiliary, victims = train_images[:64], data.shapes(16, "test", seed=3).images
     means = inversion.class_means(cnn, auxiliary)
     assert means.shape == (4, 3, 64, 64)
-    predicted = inversion.features(cnn, auxiliary, "classifier.2").argmax(1)
+    predicted = layers.features(cnn, auxiliary, "classifier.2").argmax(1)
     for k in range(4):  # grouped by the model's prediction; a class never predicted gets the mean of all
         expected = auxiliary[predicted == k].mean(0) if (predicted == k).any() else auxiliary.mean(0)
         assert torch.allclose(means[k], expected)
     baseline = inversion.class_mean_baseline(cnn, auxiliary, victims)
-    assert torch.equal(baseline.images, means[inversion.features(cnn, victims, "classifier.2").argmax(1)])
+    assert torch.equal(baseline.images, means[layers.features(cnn, victims, "classifier.2").argmax(1)])
     attack = inversion.train_attack(cnn, auxiliary, truncation=3, epochs=1, progress=False)
     (row,) = inversion.attack_table(cnn, auxiliary, victims, attacks=[attack], progress=False)
     result = inversion.invert_predictions(cnn, attack, victims)
@@ -518,12 +518,12 @@ def test_attack_training_is_deterministic(cnn, train_images):
 
 def test_layer_output_keeps_gradients_and_equals_features(cnn, images):
     x = images[:2].clone().requires_grad_(True)
-    phi = inversion.layer_output(cnn, x, "features.3")
-    assert torch.equal(phi.detach(), inversion.features(cnn, images[:2], "features.3"))
+    phi = layers.output(cnn, x, "features.3")
+    assert torch.equal(phi.detach(), layers.features(cnn, images[:2], "features.3"))
     (grad,) = torch.autograd.grad(phi.sum(), x)
     assert grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="layer: expected one of the module names"):
-        inversion.layer_output(cnn, x, "features.99")
+    with pytest.raises(ValueError, match="layer: expected the name of a sub-module"):
+        layers.output(cnn, x, "features.99")
 
 
 def test_optimize_a_model_that_writes_into_its_input():

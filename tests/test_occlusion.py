@@ -9,7 +9,7 @@ from conftest import assert_unchanged, state_of
 from skimage.transform import resize as skimage_resize
 from torch import nn
 
-from xai_course import data, models, occlusion
+from xai_course import data, layers, models, occlusion
 
 
 class Scale(nn.Module):
@@ -424,7 +424,7 @@ def test_feature_maps_keep_the_layer_output_before_a_later_in_place_relu():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(72, 2)).eval()
     x = torch.randn(1, 1, 8, 8)
-    _, maps = occlusion.feature_maps(model, x, "0")
+    _, maps = layers.feature_maps(model, x, "0")
     with torch.no_grad():
         expected = model[0](x)
     assert expected.min() < 0 and torch.equal(maps, expected)

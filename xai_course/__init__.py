@@ -2,8 +2,8 @@
 
 Import the modules you need (``import xai_course as xc`` gives them all):
 ``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``,
-``occlusion``, ``inversion``, ``rules``, ``deep_taylor``, ``deconvnet``, ``guide`` (the method
-registry and chooser of chapter 08), ``exercises`` (the self-checks of the exercises).
+``occlusion``, ``layers`` (the output of a layer), ``inversion``, ``rules``, ``deep_taylor``, ``deconvnet``,
+``guide`` (the method registry and chooser of chapter 08), ``exercises`` (the self-checks of the exercises).
 """
 
 from . import (
@@ -16,6 +16,7 @@ from . import (
     gradient,
     guide,
     inversion,
+    layers,
     lrp,
     models,
     occlusion,
@@ -25,6 +26,6 @@ from . import (
     widgets,
 )
 
-__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "exercises", "gradient", "guide", "inversion", "lrp",
-           "models", "occlusion", "plot", "rules", "shap", "widgets"]  # fmt: skip
+__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "exercises", "gradient", "guide", "inversion",
+           "layers", "lrp", "models", "occlusion", "plot", "rules", "shap", "widgets"]  # fmt: skip
 __version__ = "0.1.0"

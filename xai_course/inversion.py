@@ -58,6 +58,7 @@ from .core import (
     describe,
     model_guard,
 )
+from .layers import names, output, submodule
 from .models import _deterministic
 
 LOW, HIGH = 0.0, 1.0  # the valid pixel range of the course images
@@ -94,68 +95,7 @@ def _images_of(data, model: nn.Module, name: str) -> torch.Tensor:
     return _check_images(model, images, name)[0]
 
 
-# ----------------------------------------------------------------------------- features of a layer
-
-
-class _Captured(Exception):
-    """Raised by the capture hook: it carries the layer's output and stops the forward pass there."""
-
-    def __init__(self, output):
-        super().__init__()
-        self.output = output
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    """The names ``layer`` accepts: every sub-module of ``model`` (``model.named_modules()``). Chapter 04."""
-    check_model(model)
-    return [name for name, _ in model.named_modules() if name]
-
-
-def submodule(model: nn.Module, layer) -> nn.Module:
-    """The sub-module called ``layer``, or a clear error that lists the valid names. Chapter 04."""
-    if not isinstance(layer, str):
-        raise TypeError(f"layer: expected a module name (str) from model.named_modules(), got {describe(layer)}")
-    modules = dict(model.named_modules())
-    if not layer or layer not in modules:
-        raise ValueError(f"layer: expected one of the module names {layer_names(model)}, got {layer!r}")
-    return modules[layer]
-
-
-def _features(model: nn.Module, module: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """phi(x): the output of ``module`` at its first call, the rest of the forward pass skipped."""
-
-    def capture(m, args, output):
-        raise _Captured(output)
-
-    try:
-        with modified(model, {module: capture}):
-            model(x.clone())  # a copy: a model may write into its input (an in-place ReLU first), even a leaf x*
-    except _Captured as captured:
-        if not isinstance(captured.output, torch.Tensor):
-            raise NotImplementedError(
-                f"layer {layer} ({type(module).__name__}) returns {describe(captured.output)}; "
-                "supported are layers that return one tensor"
-            ) from None
-        return captured.output
-    raise ValueError(f"layer: {layer!r} is never called in the model's forward pass")
-
-
-@contract
-def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """phi(x) inside a larger computation: gradients kept, no guard (``features`` has one); x is checked. Chapter 04."""
-    check_input(model, x.detach() if isinstance(x, torch.Tensor) else x)
-    return _features(model, submodule(model, layer), x, layer)
-
-
-@contract
-def features(model, x, layer: str) -> torch.Tensor:
-    """phi(x), the output of the module ``layer`` on ``x``, detached (no gradients, model in eval mode). Chapter 04."""
-    check_model(model)
-    module = submodule(model, layer)
-    x, unbatched = check_input(model, x)
-    with model_guard(model), torch.no_grad():
-        phi = _features(model, module, x, layer).detach()
-    return phi[0] if unbatched else phi
+# ----------------------------------------------------------------------------- the layers to invert
 
 
 _PASS_THROUGH = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd)
@@ -450,10 +390,10 @@ def minimize_objective(
 
 def _optimize_prepared(model, x, layer, start, unbatched, kw) -> Inversion:
     """Run ``minimize_objective`` from ``start`` with the model frozen and in eval mode."""
-    module = submodule(model, layer)
+    submodule(model, layer)
 
     def phi(images: torch.Tensor) -> torch.Tensor:
-        features = _features(model, module, images, layer)
+        features = output(model, images, layer)
         return check_differentiable(features, f"the features of layer {layer}") if images.requires_grad else features
 
     with model_guard(model):
@@ -488,7 +428,7 @@ def optimize(
     ----------
     model : classifier; unchanged, run in eval mode with frozen parameters
     x : images (N, C, H, W) or (C, H, W) in [0, 1]
-    layer : a module name of ``model`` (``layer_names(model)``)
+    layer : a module name of ``model`` (``names(model)``)
     steps, lr : optimization steps and step size (pixel units for Adam)
     tv_weight, beta : weight lambda_V and exponent of the total-variation prior (``total_variation``)
     alpha, alpha_weight : exponent and weight lambda_alpha of the alpha-norm prior (``alpha_prior``)
@@ -529,7 +469,7 @@ def reconstruct_layers(model, x, layers: Sequence[str] | None = None, *, progres
         if not layers:
             raise ValueError(
                 "layers: found no block (a convolution or linear layer) among the model's children; "
-                f"pass layers from {layer_names(model)}"
+                f"pass layers from {names(model)}"
             )
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
         raise TypeError(f"layers: expected a non-empty list of module names, got {describe(layers)}")
@@ -670,9 +610,9 @@ class Decoder(nn.Module):
         return self.net(phi * self.scale)
 
 
-def _all_features(model, module, layer, images, batch_size) -> torch.Tensor:
+def _all_features(model, layer, images, batch_size) -> torch.Tensor:
     with model_guard(model), torch.no_grad():
-        return torch.cat([_features(model, module, images[s], layer) for s in batch_slices(len(images), batch_size)])
+        return torch.cat([output(model, images[s], layer) for s in batch_slices(len(images), batch_size)])
 
 
 def fit_mse(net: nn.Module, inputs, images, *, epochs, batch_size, lr, seed, progress, desc) -> list[float]:
@@ -723,13 +663,13 @@ def train_decoder(
     ``decode`` to apply it. Returns the decoder in eval mode. Chapter 04.
     """
     check_model(model)
-    module = submodule(model, layer)
+    submodule(model, layer)
     images = _images_of(data, model, "data")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         check_positive_int(name, value)
     check_number("lr", lr, 0.0, strict=True)
     seed = check_seed(seed)
-    phi = _all_features(model, module, layer, images, 256)
+    phi = _all_features(model, layer, images, 256)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         decoder = Decoder(
@@ -750,12 +690,12 @@ def decode(model, decoder: Decoder, x) -> Inversion:
     check_model(model)
     if not isinstance(decoder, Decoder) or decoder.layer is None:
         raise TypeError(f"decoder: expected a Decoder from train_decoder, got {describe(decoder)}")
-    module = submodule(model, decoder.layer)
+    submodule(model, decoder.layer)
     x, unbatched = _check_images(model, x)
     with model_guard(model), model_guard(decoder), torch.no_grad():
-        phi0 = _features(model, module, x, decoder.layer)
+        phi0 = output(model, x, decoder.layer)
         x_star = decoder(phi0)
-        phi_star = _features(model, module, x_star, decoder.layer)
+        phi_star = output(model, x_star, decoder.layer)
     return _result(x_star, x, phi_star, phi0, decoder.layer, unbatched)
 
 
@@ -1114,7 +1054,8 @@ def load(name: str) -> Decoder | Attack:
             n_classes = model(torch.zeros(1, *image_shape)).shape[1]
         network = Attack(n_classes, image_shape, truncation=recipe.truncation, width=recipe.width)
     else:
-        feature_shape = features(model, torch.zeros(1, *image_shape), recipe.layer).shape[1:]
+        with torch.no_grad():
+            feature_shape = output(model, torch.zeros(1, *image_shape), recipe.layer).shape[1:]
         network = Decoder(feature_shape, image_shape, upsampling=recipe.upsampling)
         network.layer = recipe.layer
     network.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))

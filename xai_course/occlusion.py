@@ -44,7 +44,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .backward import modified
 from .core import (
     batch_slices,
     check_input,
@@ -59,6 +58,7 @@ from .core import (
     predict,
     resolve_target,
 )
+from .layers import feature_maps
 
 BATCH_SIZE = 64  # perturbed inputs per forward pass
 MASK_CHUNK = 256  # random masks per generator; results do not depend on batch_size
@@ -394,42 +394,6 @@ def rise(
 
 
 # ----------------------------------------------------------------------------- SIDU
-
-
-def _check_layer(model: nn.Module, layer) -> nn.Module:
-    names = [name for name, _ in model.named_modules() if name]
-    example = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
-    if isinstance(layer, str):
-        if layer in names:
-            return model.get_submodule(layer)
-        raise ValueError(f"layer: expected the name of a sub-module of model ({example}), got {layer!r}")
-    if isinstance(layer, nn.Module) and any(layer is m for m in model.modules()):
-        return layer
-    raise TypeError(f"layer: expected a sub-module of model or its name ({example}), got {describe(layer)}")
-
-
-@contract
-def feature_maps(model: nn.Module, x: torch.Tensor, layer, batch_size: int = BATCH_SIZE):
-    """The logits of ``model`` on ``x`` and the output of ``layer`` (a sub-module or its name). Chapter 03."""
-    check_model(model)
-    x, _ = check_input(model, x)
-    module = _check_layer(model, layer)
-    captured = []
-    # a copy: a later in-place operation (ReLU(inplace=True), out += identity) would change the output kept
-    capture = lambda m, inputs, output: captured.append(_copy(output))  # noqa: E731
-    with model_guard(model), torch.no_grad(), modified(model, {module: capture}):
-        logits = predict(model, x, batch_size)
-    n_calls = math.ceil(x.shape[0] / batch_size)
-    if len(captured) != n_calls:
-        raise ValueError(f"layer: expected a layer run once per forward pass, got one run {len(captured)} times")
-    if not all(isinstance(a, torch.Tensor) and a.ndim == x.ndim for a in captured):
-        raise ValueError(f"layer: expected an output of shape (N, K, *spatial) like x's, got {describe(captured[0])}")
-    return logits, torch.cat(captured)
-
-
-def _copy(output):
-    """A tensor output cloned, anything else as it is (``feature_maps`` then refuses it)."""
-    return output.clone() if isinstance(output, torch.Tensor) else output
 
 
 def sidu_map(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) -> torch.Tensor:

@@ -56,8 +56,8 @@ from .core import (
     model_guard,
     predict,
 )
-from .inversion import layer_output, submodule
-from .occlusion import feature_maps, resize
+from .layers import feature_maps, output, submodule
+from .occlusion import resize
 
 if TYPE_CHECKING:
     from sklearn.tree import DecisionTreeClassifier
@@ -1352,7 +1352,7 @@ class FuzzyCNN(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = _pooled(layer_output(self.cnn, x, self.layer))
+        pooled = _pooled(output(self.cnn, x, self.layer))
         if isinstance(self.head, FuzzyHead) and pooled.shape[1] != self.head.centres.shape[1]:
             raise ValueError(
                 f"head: expected a FuzzyHead over the {pooled.shape[1]} channels of layer {self.layer!r}, "
