@@ -62,11 +62,11 @@ def test_taylor_expansion_of_one_neuron_is_the_rule(rule):
             torch.testing.assert_close(expansion.gradient, w)  # the one-sided gradient of an active neuron
 
 
-@pytest.mark.parametrize("rule", [lrp.ZPlusNoBias(), lrp.ZBox(0.0, 1.0), lrp.WSquare()], ids=str)
+@pytest.mark.parametrize("rule", [deep_taylor.ZPlusNoBias(), lrp.ZBox(0.0, 1.0), lrp.WSquare()], ids=str)
 def test_the_engines_rule_for_one_neuron_is_its_taylor_expansion(rule):
     """lrp.relevance_step on a one-output linear layer against taylor_neuron (the engine's stabilizer is 1e-6)."""
     g = torch.Generator().manual_seed(1)
-    name = {lrp.ZPlusNoBias: "zplus", lrp.ZBox: "zb", lrp.WSquare: "w2"}[type(rule)]
+    name = {deep_taylor.ZPlusNoBias: "zplus", lrp.ZBox: "zb", lrp.WSquare: "w2"}[type(rule)]
     layer = nn.Linear(9, 1).to(DOUBLE)
     layer.weight.data = 3 * torch.randn(1, 9, generator=g, dtype=DOUBLE)
     layer.bias.data.fill_(-0.5)
@@ -367,10 +367,10 @@ def test_the_composite_and_its_report():
     model = course("shapes_resnet")
     rows = {name: what for name, _, what in lrp.check_model(model, deep_taylor.composite("w2")).rows}
     assert rows["conv1"] == "WSquare()" and rows["layer2.conv2"] == "ZPlusNoBias()" and rows["fc"] == "ZPlusNoBias()"
-    assert rows["layer2.residual"] == rows["avgpool"] == "z+: split by the positive contributions"
+    assert rows["layer2.residual"] == rows["avgpool"] == "Norm: split by zplus_norm"
     assert rows["maxpool"] == "winner-take-all (the gradient)"
     assert deep_taylor.composite("zplus").first is None
-    with pytest.raises(ValueError, match="norm: expected one of"):
+    with pytest.raises(TypeError, match="norm: expected None or a function norm.args, producers., got str"):
         lrp.Composite(norm="positive")
 
 

@@ -25,7 +25,7 @@ choices made here where the paper leaves them open:
   number, not what speaks against the class (DTD's relevance model max(0, z) has no counter-evidence).
 - Max-pooling: winner-take-all. The max of inputs a >= 0 is linear between 0 and a, so its Taylor
   expansion at the root point 0 (the z+ direction v = a) gives all relevance to the maximum.
-- Average pooling and residual sums: z+ with their unit weights (``lrp.Composite(norm="zplus")``). A
+- Average pooling and residual sums: z+ with their unit weights (``zplus_norm``, the composite's norm). A
   residual sum and the convolutions that feed it straight (conv2 and the downsampling shortcut of a
   canonized ResNet block) are one linear layer before the ReLU, so z+ treats them as one: each branch
   gets relevance in proportion to its positive contributions sum_j (a_j w_jk)^+, an identity shortcut
@@ -60,6 +60,34 @@ DIRECTIONS = ("zplus", "zb", "w2")
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)  # outputs >= 0: the domain of z+
 
 
+@dataclass(frozen=True)
+class ZPlusNoBias(lrp.Rule):
+    """Deep Taylor's z+ (Montavon et al. 2017), no bias:
+
+        R_j = sum_k (a_j w_jk)^+ / sum_j' (a_j' w_j'k)^+ R_k.
+
+    No bias absorbs relevance. With ``zplus_norm``, the output of such a layer that goes straight
+    into a ``Sum`` or average pooling is explained together with it, as one z+ layer. Chapter 06.
+    """
+
+    def groups(self) -> tuple[lrp.Group, ...]:
+        terms = lrp.Term("a+", lrp.positive, None), lrp.Term("a-", lrp.negative, None)  # no bias
+        return (lrp.Group(terms),)
+
+
+def zplus_norm(args: tuple, producers: dict) -> list[torch.Tensor]:
+    """z+ for sums and average pooling (unit weights): the positive contributions of their inputs,
+    a^+ for an input a, sum_j (a_j w_jk)^+ for the output of a ``ZPlusNoBias`` layer. Chapter 06."""
+    contributions = []
+    for a in args:
+        _, layer, a_in, rule = producers.get(id(a), (None,) * 4)
+        if isinstance(rule, ZPlusNoBias):  # the layer and the sum act as one z+ layer
+            contributions.append(lrp.group_output(rule.groups()[0], layer, a_in, rule, {}))
+        else:
+            contributions.append(lrp.positive(a))
+    return contributions
+
+
 def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
     """The ``lrp.Composite`` of deep Taylor decomposition: z+ without bias everywhere,
     ``input_rule`` at the input.
@@ -74,9 +102,7 @@ def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
         )
     lrp.check_bounds(low, high)
     first = {"zb": lrp.ZBox(low, high), "w2": lrp.WSquare(), "zplus": None}[input_rule]
-    return lrp.Composite(
-        first=first, conv=lrp.ZPlusNoBias(), linear=lrp.ZPlusNoBias(), norm="zplus"
-    )
+    return lrp.Composite(first=first, conv=ZPlusNoBias(), linear=ZPlusNoBias(), norm=zplus_norm)
 
 
 def _check_activations(model: nn.Module) -> None:

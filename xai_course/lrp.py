@@ -22,7 +22,7 @@ layer returns the layer's own output z, but with the gradient of the rule,
 which is z in value. ReLU activations need no hook (their gradient already passes relevance on
 unchanged, Zennit's Pass rule), nor does max-pooling as winner-take-all, nor reshaping. Average
 pooling and explicit residual ``Sum`` modules split relevance in proportion to their inputs (an
-epsilon rule, Zennit's Norm), or to their positive contributions (``Composite(norm="zplus")``).
+epsilon rule, Zennit's Norm), or to the tensors a ``Composite.norm`` function makes of them.
 ``check_model`` says what happens to every module and refuses what this cannot handle (BatchNorm,
 functional residual additions and layers, unknown modules); ``canonize`` removes the first two.
 Introduced in chapter 01.
@@ -46,7 +46,6 @@ STABILIZER = 1e-6  # the small epsilon in the denominators of every rule but Eps
 PRESETS = ("epsilon", "epsilon_gamma_box", "epsilon_plus", "epsilon_alpha2_beta1")
 MAXPOOL = ("winner_take_all", "average")
 CONSTANT_INPUTS = ("low", "high", "ones")
-NORM_RULES = ("epsilon", "zplus")
 
 Modifier = Callable[[torch.Tensor], torch.Tensor]
 
@@ -183,21 +182,6 @@ class ZPlus(Rule):
         return (Group((Term("a+", positive, positive), Term("a-", negative, None))),)
 
 
-@dataclass(frozen=True)
-class ZPlusNoBias(Rule):
-    """Deep Taylor's z+ (Montavon et al. 2017), no bias:
-
-        R_j = sum_k (a_j w_jk)^+ / sum_j' (a_j' w_j'k)^+ R_k.
-
-    No bias absorbs relevance. With ``Composite(norm="zplus")``, the output of such a layer that
-    goes straight into a ``Sum`` or average pooling is explained together with it, as one z+
-    layer. Chapter 06.
-    """
-
-    def groups(self) -> tuple[Group, ...]:
-        return (Group((Term("a+", positive, None), Term("a-", negative, None))),)
-
-
 @dataclass(frozen=True, eq=False)
 class ZBox(Rule):
     """zB for the pixel layer: x w - low w^+ - high w^-, no bias, for inputs in [low, high]
@@ -272,22 +256,22 @@ def _kind(name: str, module: nn.Module, composite: Composite) -> str:
 class Composite:
     """Which rule goes where: the first conv or linear layer the input meets, the other convolutions,
     the other linear layers; ``layers`` maps module names to rules and wins over the rest. ``norm`` is
-    how ``Sum`` and average pooling split relevance: "epsilon" in proportion to their inputs (Zennit's
-    Norm), "zplus" in proportion to the inputs' positive contributions (z+ with the unit weights of a
-    sum, Montavon et al. 2017): a^+ for an input a, but sum_j (a_j w_jk)^+ for the output of a layer
-    with the ``ZPlusNoBias`` rule, so that the two act as one z+ layer. Chapter 01.
+    how ``Sum`` and average pooling split relevance: None in proportion to their inputs (Zennit's Norm),
+    or a function ``norm(args, producers)`` that returns the tensors to split by instead, one per input;
+    ``producers`` maps ``id(out)`` to ``(out, layer, a, rule)`` for the output of every conv or linear
+    layer with a rule. Chapter 01.
     """
 
     first: Rule | None = None
     conv: Rule | None = None
     linear: Rule | None = None
     layers: Mapping[str, Rule] | None = None
-    norm: str = "epsilon"
+    norm: Callable[[tuple, dict], list[torch.Tensor]] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "layers", dict(self.layers or {}))
-        if self.norm not in NORM_RULES:
-            raise ValueError(f"norm: expected one of {list(NORM_RULES)}, got {core.describe(self.norm)}")
+        if self.norm is not None and not callable(self.norm):
+            raise TypeError(f"norm: expected None or a function norm(args, producers), got {core.describe(self.norm)}")
 
     def rule_for(self, name: str, module: nn.Module, first: bool) -> Rule | None:
         """The rule for one call of ``module`` (None: no rule, the plain gradient, i.e. LRP-0)."""
@@ -371,8 +355,8 @@ def _term_input(name: str, a: torch.Tensor, rule: Rule, leaves: dict) -> torch.T
     return leaves[key].view_as(a)
 
 
-def _group_output(group: Group, layer: nn.Module, a: torch.Tensor, rule: Rule, leaves: dict) -> torch.Tensor:
-    """z_g: the sum of the group's modified forward passes (unstabilized)."""
+def group_output(group: Group, layer: nn.Module, a: torch.Tensor, rule: Rule, leaves: dict) -> torch.Tensor:
+    """z_g: the sum of the group's modified forward passes (unstabilized). Chapter 01."""
     skip_negative = bool(a.min() >= 0)  # a^- = 0: a term on it without bias contributes nothing
     z = None
     for term in group.terms:
@@ -418,7 +402,7 @@ def relevance_step(
         z = _forward(layer, a, layer.weight, layer.bias).detach()
         total = 0.0
         for group in rule.groups():
-            z_g = _group_output(group, layer, a, rule, leaves)  # step 1 (stabilized in step 2)
+            z_g = group_output(group, layer, a, rule, leaves)  # step 1 (stabilized in step 2)
             s = (
                 group.coefficient
                 * _where(group.where, z)
@@ -443,7 +427,7 @@ class _Run:
     leaves: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)
     calls: dict = field(default_factory=dict)
-    zplus_outputs: dict = field(default_factory=dict)  # id(output) -> (output, layer, input) of ZPlusNoBias layers
+    producers: dict = field(default_factory=dict)  # id(out) -> (out, layer, a, rule), for the composite's norm
 
     def key(self, name: str, module: nn.Module) -> str:
         """The name of this call of ``module``: its name, then "name (call 2)" if it is used again."""
@@ -459,7 +443,7 @@ def rule_output(
     condition on z holds. Chapter 01."""
     scaled = 0.0
     for group in rule.groups():
-        z_g = z if group.terms == (Term(),) else _group_output(group, layer, a, rule, leaves)
+        z_g = z if group.terms == (Term(),) else group_output(group, layer, a, rule, leaves)
         scale = _ratio(z, z_g.detach(), group.epsilon)
         if group.where != "all" or group.coefficient != 1:
             scale = group.coefficient * _where(group.where, z) * scale
@@ -499,32 +483,20 @@ def _weighted_hook(run: _Run, name: str):
             return None
         _check_first_input(rule, name, a, run)
         out = rule_output(rule, module, a, z, run.leaves)
-        if isinstance(rule, ZPlusNoBias) and run.composite.norm == "zplus":
-            run.zplus_outputs[id(out)] = (out, module, a)
+        if run.composite.norm is not None:  # kept alive with out, so that its id stays unique
+            run.producers[id(out)] = (out, module, a, rule)
         return out
 
     return hook
 
 
-def _norm_hook(module, args, z):
-    """Sum and average pooling: relevance split in proportion to the inputs (epsilon rule, Zennit's Norm)."""
-    return rescaled(z, z, _ratio(z, z.detach(), STABILIZER))
-
-
-def _positive_contributions(run: _Run, a: torch.Tensor) -> torch.Tensor:
-    """a^+, or sum_j (a_j w_jk)^+ if ``a`` is the output of a ZPlusNoBias layer (its gradient then reaches a_j)."""
-    out, layer, layer_input = run.zplus_outputs.get(id(a), (None, None, None))
-    if out is not a:
-        return positive(a)
-    return _group_output(ZPlusNoBias().groups()[0], layer, layer_input, ZPlusNoBias(), {})
-
-
-def _zplus_norm_hook(run: _Run):
-    """Sum and average pooling under z+: relevance split in proportion to the positive contributions of the inputs."""
+def _norm_hook(run: _Run):
+    """Sum and average pooling: relevance split by the inputs (Zennit's Norm), or by what ``composite.norm`` returns."""
 
     def hook(module, args, z):
-        z_plus = module.forward(*(_positive_contributions(run, a) for a in args))  # forward: no recursion into hook
-        return rescaled(z, z_plus, _ratio(z, z_plus.detach(), STABILIZER))
+        norm = run.composite.norm
+        z_n = z if norm is None else module.forward(*norm(args, run.producers))  # forward: no recursion into hook
+        return rescaled(z, z_n, _ratio(z, z_n.detach(), STABILIZER))
 
     return hook
 
@@ -548,8 +520,7 @@ def _rules(model: nn.Module, run: _Run) -> dict:
     rules = {}
     for name, module in model.named_modules():
         kind = _kind(name, module, run.composite)
-        norm = _zplus_norm_hook(run) if run.composite.norm == "zplus" else _norm_hook
-        rule = {"weighted": _weighted_hook(run, name), "norm": norm, "pass": _pass_hook,
+        rule = {"weighted": _weighted_hook(run, name), "norm": _norm_hook(run), "pass": _pass_hook,
                 "maxpool": _average_hook if run.maxpool == "average" else None}.get(kind)  # fmt: skip
         if rule is not None and not list(module.children()):
             rules[module] = rule
@@ -792,7 +763,7 @@ def _module_row(name, module, kind, rule, maxpool, reads_input, norm) -> tuple[s
         return "as average pooling (epsilon rule)", f"{name}: dilation or return_indices" if odd else None
     if kind == "pass" and getattr(module, "inplace", False):
         return "Pass", f"{name}: Pass needs the input of an in-place {type(module).__name__}; set inplace=False"
-    split = "Norm: split by the inputs" if norm == "epsilon" else "z+: split by the positive contributions"
+    split = "Norm: split by the inputs" if norm is None else f"Norm: split by {getattr(norm, '__name__', norm)}"
     what = {"gradient": "passes relevance on (the gradient)", "pass": "Pass", "norm": split,
             "maxpool": "winner-take-all (the gradient)"}  # fmt: skip
     if kind in what:
