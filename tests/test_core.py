@@ -1,4 +1,6 @@
-"""core: input checks, targets, the model guard and batching."""
+"""core: input checks, targets, the model guard, batching and baselines."""
+
+import math
 
 import numpy as np
 import pytest
@@ -255,3 +257,27 @@ def test_set_threads_never_uses_more_threads_than_cpus(monkeypatch):
         assert core.set_threads(2) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_baseline_like_is_the_one_vocabulary_of_hidden_values():
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(core.baseline_like(x, 0.25), torch.full_like(x, 0.25))
+    mean = core.baseline_like(x, "mean")
+    torch.testing.assert_close(mean[:, :, 3, 5], x.mean(dim=(2, 3)))
+    torch.testing.assert_close(core.baseline_like(x, "blur"), core.gaussian_blur(x))
+    noise = core.baseline_like(x, "uniform", seed=3)
+    assert torch.equal(noise, core.baseline_like(x, "uniform", seed=3)) and not torch.equal(noise, x)
+    assert x.min() <= noise.min() and noise.max() <= x.max()
+    one_image = torch.rand(3, 8, 8)
+    assert torch.equal(core.baseline_like(x, one_image)[1], one_image)
+    filled = core.baseline_like(x, one_image)
+    filled += 1  # a copy: writing into it leaves the caller's tensor alone
+    assert one_image.max() <= 1
+    with pytest.raises(ValueError, match="baseline: expected a float, 'mean', 'blur' or"):
+        core.baseline_like(x, "uniform")  # only where the method has a seed
+    with pytest.raises(ValueError, match=r"occluder: .*broadcastable to \(2, 3, 8, 8\)"):
+        core.baseline_like(x, torch.rand(4, 8, 8), name="occluder")
+    with pytest.raises(ValueError, match="finite"):
+        core.baseline_like(x, torch.full((3, 1, 1), math.nan))
+    with pytest.raises(TypeError, match="baseline"):
+        core.baseline_like(x, [0.5])

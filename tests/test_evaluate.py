@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage, stats
 from torch import nn
 
-from xai_course import data, gradient
+from xai_course import core, data, gradient
 from xai_course import evaluate as ev
 
 # ----------------------------------------------------------------------------- models and helpers
@@ -105,7 +105,7 @@ def test_deletion_on_linear_model_matches_closed_form():
 def test_deletion_constant_substrate_and_uneven_steps():
     model, x, a = toy()
     # substrate 1.0: a deleted pixel contributes w_p = (1, -1, .5, 2) instead of d_p
-    result = ev.deletion(model, x, 1, a, steps=4, substrate=1.0)
+    result = ev.deletion(model, x, 1, a, steps=4, baseline=1.0)
     torch.testing.assert_close(result.scores[0], torch.sigmoid(torch.tensor([-0.5, -0.5, 0.5, 2.0, 2.5])))
     # 3 steps on 4 pixels: k = round(4 * (0, 1/3, 2/3, 1)) = 0, 1, 3, 4
     result = ev.deletion(model, x, 1, a, steps=3)
@@ -114,7 +114,7 @@ def test_deletion_constant_substrate_and_uneven_steps():
 
 def test_insertion_on_linear_model_matches_closed_form():
     model, x, a = toy()
-    result = ev.insertion(model, x, 1, a, steps=4, substrate=0.0)
+    result = ev.insertion(model, x, 1, a, steps=4, baseline=0.0)
     torch.testing.assert_close(result.scores[0], torch.sigmoid(torch.tensor([0.0, -1.0, -1.5, -1.0, -0.5])))
 
 
@@ -129,8 +129,8 @@ def test_batched_deletion_equals_naive_loop(substrate):
     model = small_cnn().eval()
     x = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     a = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(2))
-    result = ev.deletion(model, x, None, a, steps=7, substrate=substrate, batch_size=5)
-    background = ev._substrate(x, substrate)
+    result = ev.deletion(model, x, None, a, steps=7, baseline=substrate, batch_size=5)
+    background = core.baseline_like(x, substrate)
     expected = rise_naive_deletion(model, x, a, background, 7, model(x).argmax(1))
     torch.testing.assert_close(result.scores, expected, atol=1e-5, rtol=1e-5)
 
@@ -143,7 +143,7 @@ def test_curves_start_and_end_where_they_should():
     deleted, inserted = ev.deletion(model, x, None, a, steps=3), ev.insertion(model, x, None, a, steps=3)
     torch.testing.assert_close(deleted.scores[:, 0], probability)
     torch.testing.assert_close(inserted.scores[:, -1], probability)
-    blurred = model(ev.gaussian_blur(x)).softmax(1).gather(1, deleted.target[:, None]).squeeze(1).detach()
+    blurred = model(core.gaussian_blur(x)).softmax(1).gather(1, deleted.target[:, None]).squeeze(1).detach()
     torch.testing.assert_close(inserted.scores[:, 0], blurred)
 
 
@@ -153,7 +153,7 @@ def test_blur_is_rise_kernel_with_zero_padding():
     kernel = ndimage.gaussian_filter(impulse, 5)  # RISE's gkern(11, 5)
     x = torch.rand(1, 2, 16, 16, dtype=torch.float64)
     expected = np.stack([ndimage.correlate(c, kernel, mode="constant") for c in x[0].numpy()])
-    np.testing.assert_allclose(ev.gaussian_blur(x)[0].numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(core.gaussian_blur(x)[0].numpy(), expected, atol=1e-12)
 
 
 def test_time_series_deletion_and_insertion():
@@ -163,7 +163,7 @@ def test_time_series_deletion_and_insertion():
     inserted = ev.insertion(model, x, None, a, steps=6)
     assert inserted.scores.shape == (2, 7)
     torch.testing.assert_close(inserted.scores[:, -1], model(x).softmax(1).amax(1).detach())
-    deleted = ev.deletion(model, x, 0, a, steps=30, substrate="mean")
+    deleted = ev.deletion(model, x, 0, a, steps=30, baseline="mean")
     order = a[0].sum(0).argsort(descending=True, stable=True)
     three_gone = x[:1].clone()
     three_gone[0, :, order[:3]] = x[0].mean(1, keepdim=True)
@@ -197,7 +197,7 @@ def test_never_more_than_one_batch_of_perturbed_inputs():
 
 def test_pixel_flipping_on_linear_model():
     model, x, a = toy()
-    result = ev.pixel_flipping(model, x, 1, a, region=1, substrate=0.0)
+    result = ev.pixel_flipping(model, x, 1, a, region=1, baseline=0.0)
     # target logit z_1: -0.5, then 0.5, 1.0, 0.5, 0 as pixels 1, 2, 3, 0 go
     torch.testing.assert_close(result.scores[0], torch.tensor([-0.5, 0.5, 1.0, 0.5, 0.0]))
     torch.testing.assert_close(result.drops[0], torch.tensor([0.0, -1.0, -1.5, -1.0, -0.5]))
@@ -214,7 +214,7 @@ def test_pixel_flipping_ranks_regions_by_summed_relevance():
     a[0, 0, :2, :2] = 2.0  # TL: sum 8
     a[0, 0, 2:, 2:] = 1.0  # BR: sum 4
     a[0, 0, :2, 2:] = torch.tensor([[5.0, -5.0], [-5.0, 0.0]])  # TR: largest pixel, lowest sum (-5)
-    result = ev.pixel_flipping(model, x, 0, a, region=2, substrate=0.0)
+    result = ev.pixel_flipping(model, x, 0, a, region=2, baseline=0.0)
     torch.testing.assert_close(result.drops[0], torch.tensor([0.0, 12.0, 16.0, 32.0, 40.0]))
     assert result.mean_aopc == pytest.approx(20.0)
 
@@ -406,14 +406,14 @@ def test_completeness_of_gradient_x_input_on_a_linear_model():
     a = gradient.gradient_x_input(model, x, 1)
     result = ev.completeness_error(a, model, x, 1)  # reference 0: f(x) - f(0) = w.x
     torch.testing.assert_close(result.error, torch.zeros(3), atol=1e-6, rtol=0)
-    conservation = ev.completeness_error(a, model, x, 1, reference="zero-output")  # promise f(x) = w.x + b
+    conservation = ev.completeness_error(a, model, x, 1, baseline="zero-output")  # promise f(x) = w.x + b
     torch.testing.assert_close(conservation.error, torch.full((3,), 0.2))
     reference = torch.rand(1, 2, 2)
     shifted = a - gradient.saliency(model, x, 1, abs=False) * reference  # w * (x - reference)
-    torch.testing.assert_close(ev.completeness_error(shifted, model, x, 1, reference=reference).error,
+    torch.testing.assert_close(ev.completeness_error(shifted, model, x, 1, baseline=reference).error,
                                torch.zeros(3), atol=1e-6, rtol=0)  # fmt: skip
-    with pytest.raises(ValueError, match="reference"):
-        ev.completeness_error(a, model, x, 1, reference="zeros")
+    with pytest.raises(ValueError, match="baseline"):
+        ev.completeness_error(a, model, x, 1, baseline="zeros")
 
 
 # ----------------------------------------------------------------------------- compare
@@ -428,7 +428,7 @@ def test_compare_table():
 
     rows = ev.compare(
         {"saliency": gradient.saliency, "oracle": oracle, "gxi": gradient.gradient_x_input},
-        model, shapes.images, masks=shapes.masks, steps=4, references={"gxi": 0.0}, progress=False,
+        model, shapes.images, masks=shapes.masks, steps=4, baselines={"gxi": 0.0}, progress=False,
     )  # fmt: skip
     assert [row.method for row in rows] == ["random", "saliency", "oracle", "gxi"]
     random, saliency, oracle_row, gxi = rows
@@ -458,8 +458,8 @@ def test_compare_optional_columns_and_bad_arguments():
     assert math.isnan(saliency.spread) and math.isfinite(saliency.max_sensitivity)
     with pytest.raises(ValueError, match="methods"):
         ev.compare({"random": gradient.saliency}, model, x, progress=False)
-    with pytest.raises(ValueError, match="references"):
-        ev.compare({"a": gradient.saliency}, model, x, references={"b": 0.0}, progress=False)
+    with pytest.raises(ValueError, match="baselines"):
+        ev.compare({"a": gradient.saliency}, model, x, baselines={"b": 0.0}, progress=False)
     with pytest.raises(ValueError, match="masks"):
         ev.compare({"a": gradient.saliency}, model, x, masks=torch.ones(2, 5, 5, dtype=torch.bool), progress=False)
     with pytest.raises(ValueError, match="methods\\['bad'\\]"):
@@ -486,10 +486,10 @@ def test_bad_inputs_get_named_errors():
         ev.deletion(model, x, 1, torch.full_like(x, math.nan))
     with pytest.raises(ValueError, match="steps"):
         ev.deletion(model, x, 1, a, steps=0)
-    with pytest.raises(ValueError, match="substrate"):
-        ev.deletion(model, x, 1, a, substrate="uniform")
-    with pytest.raises(ValueError, match="substrate"):
-        ev.insertion(model, x, 1, a, substrate=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="baseline"):
+        ev.deletion(model, x, 1, a, baseline="uniform")
+    with pytest.raises(ValueError, match="baseline"):
+        ev.insertion(model, x, 1, a, baseline=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="batch_size"):
         ev.deletion(model, x, 1, a, batch_size=0)
     with pytest.raises(ValueError, match="target"):
@@ -579,33 +579,33 @@ def test_methods_see_the_input_a_model_writing_into_its_input_was_given():
     ev.compare({"m": method}, model, x, steps=2, progress=False)
     assert len(seen) == 5 and all(torch.equal(seen[i], x) for i in (0, 2, 3, 4))  # seen[1] is x + noise
     reference, kept = x - 0.5, x - 0.5
-    result = ev.completeness_error(torch.zeros_like(x), model, x, reference=reference)
+    result = ev.completeness_error(torch.zeros_like(x), model, x, baseline=reference)
     assert torch.equal(reference, kept), "the caller's reference is not written into"
     with torch.no_grad():
         c = model(x.clone()).argmax(1, keepdim=True)
         expected = (model(x.clone()) - model(kept.clone())).gather(1, c).squeeze(1)
     assert torch.allclose(result.promise, expected)
-    per_sample = ev.completeness_error(torch.zeros_like(x), model, x, reference=x[0] - 0.5)  # expanded: no crash
+    per_sample = ev.completeness_error(torch.zeros_like(x), model, x, baseline=x[0] - 0.5)  # expanded: no crash
     assert torch.isfinite(per_sample.promise).all()
-    assert math.isfinite(ev.completeness_error(torch.zeros_like(x), model, x, reference="mean").mean_error)
+    assert math.isfinite(ev.completeness_error(torch.zeros_like(x), model, x, baseline="mean").mean_error)
 
 
 def test_gaussian_blur_keeps_the_shape_and_refuses_bad_arguments():
     x = torch.rand(1, 2, 5, 4)
-    assert ev.gaussian_blur(x, klen=3, sigma=1.0).shape == x.shape
+    assert core.gaussian_blur(x, klen=3, sigma=1.0).shape == x.shape
     for kwargs, error in [({"klen": 4}, ValueError), ({"klen": 0}, ValueError), ({"sigma": 0.0}, ValueError)]:
         with pytest.raises(error, match=next(iter(kwargs))):
-            ev.gaussian_blur(x, **kwargs)
+            core.gaussian_blur(x, **kwargs)
     with pytest.raises(TypeError, match="x: expected a float tensor"):
-        ev.gaussian_blur(torch.rand(1, 1, 3, 3, 3))
+        core.gaussian_blur(torch.rand(1, 1, 3, 3, 3))
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda m, x, a: ev.deletion(m, x, None, a, substrate=math.nan), "substrate"),
-        (lambda m, x, a: ev.deletion(m, x, None, a, substrate=torch.full_like(x, math.inf)), "substrate"),
-        (lambda m, x, a: ev.completeness_error(a, m, x, reference=math.nan), "reference"),
+        (lambda m, x, a: ev.deletion(m, x, None, a, baseline=math.nan), "baseline"),
+        (lambda m, x, a: ev.deletion(m, x, None, a, baseline=torch.full_like(x, math.inf)), "baseline"),
+        (lambda m, x, a: ev.completeness_error(a, m, x, baseline=math.nan), "baseline"),
         (lambda m, x, a: ev.pixel_flipping(m, x, None, a, region=1, seed="0"), "seed"),
         (lambda m, x, a: ev.random_attribution(m, x, seed=1.5), "seed"),
         (lambda m, x, a: ev.stability(ev.random_attribution, m, x, noise=math.inf), "noise"),

@@ -91,7 +91,7 @@ def test_sliding_window_equals_captum_on_a_random_model(tiny, images, window, st
         value = baseline = torch.rand(3, 11, 9, generator=torch.Generator().manual_seed(3))
     else:
         baseline = value
-    ours = occlusion.sliding_window(tiny, images, target, window=window, stride=stride, value=value, batch_size=7)
+    ours = occlusion.sliding_window(tiny, images, target, window=window, stride=stride, baseline=value, batch_size=7)
     reference = captum_occlusion(tiny, images, target, window, stride, baseline)
     assert reference.abs().max() > 1e-3
     assert torch.allclose(ours, reference, rtol=0, atol=1e-5)
@@ -101,10 +101,10 @@ def test_sliding_window_on_series_equals_captum():
     model = series_model(channels=2)
     torch.manual_seed(2)
     x = torch.randn(3, 2, 30)
-    ours = occlusion.sliding_window(model, x, window=6, stride=4, value="mean")
+    ours = occlusion.sliding_window(model, x, window=6, stride=4, baseline="mean")
     reference = captum_occlusion(model, x, model(x).argmax(1), 6, 4, x.mean(2, keepdim=True).expand_as(x).contiguous())
     assert torch.allclose(ours, reference, rtol=0, atol=1e-5)
-    single = occlusion.sliding_window(model, x[0], window=6, stride=4, value="mean")
+    single = occlusion.sliding_window(model, x[0], window=6, stride=4, baseline="mean")
     assert single.shape == x[0].shape and torch.allclose(single, ours[0], atol=1e-6)
 
 
@@ -112,7 +112,7 @@ def test_one_pixel_window_equals_single_pixel_ablation(tiny):
     torch.manual_seed(4)
     x = torch.rand(2, 3, 5, 6)
     target = tiny(x).argmax(1)
-    ours = occlusion.sliding_window(tiny, x, window=1, stride=1, value=0.25)
+    ours = occlusion.sliding_window(tiny, x, window=1, stride=1, baseline=0.25)
     slow = torch.empty(2, 5, 6)
     for i in range(5):
         for j in range(6):
@@ -133,7 +133,7 @@ def test_overlay_pastes_the_occluders_patches(tiny, images):
     assert torch.allclose(whole, delta.view(2, 1, 1, 1).expand_as(whole), atol=1e-6)
     # otherwise the same as a sliding window showing the occluder
     ours = occlusion.overlay(tiny, images, occluder=other, window=4, stride=2)
-    assert torch.allclose(ours, occlusion.sliding_window(tiny, images, window=4, stride=2, value=other), atol=0)
+    assert torch.allclose(ours, occlusion.sliding_window(tiny, images, window=4, stride=2, baseline=other), atol=0)
     per_image = occlusion.overlay(tiny, images, occluder=torch.stack([other, images[0]]), window=4, stride=2)
     assert torch.allclose(per_image[0], ours[0], atol=1e-6) and not torch.allclose(per_image[1], ours[1])
 
@@ -178,7 +178,7 @@ def rise_slowly(model, x, target, masks, p, value=0.0):
 @pytest.mark.parametrize("value", [0.0, 0.3])
 def test_rise_equals_a_slow_reference(tiny, images, value):
     target = [1, 2]
-    ours = occlusion.rise(tiny, images, torch.tensor(target), n_masks=37, grid=3, p=0.4, seed=5, value=value)
+    ours = occlusion.rise(tiny, images, torch.tensor(target), n_masks=37, grid=3, p=0.4, seed=5, baseline=value)
     masks = occlusion.rise_masks((11, 9), 37, grid=3, p=0.4, seed=5)
     for n in range(2):
         slow = rise_slowly(tiny, images[n], target[n], masks, 0.4, value)
@@ -371,8 +371,8 @@ BAD = [
     (occlusion.sliding_window, {"window": 2.0}, TypeError, "window"),
     (occlusion.sliding_window, {"window": 12}, ValueError, "window"),
     (occlusion.sliding_window, {"window": 3, "stride": 4}, ValueError, "stride"),
-    (occlusion.sliding_window, {"value": "white"}, ValueError, "value"),
-    (occlusion.sliding_window, {"value": torch.rand(4, 11, 9)}, ValueError, "value"),
+    (occlusion.sliding_window, {"baseline": "white"}, ValueError, "baseline"),
+    (occlusion.sliding_window, {"baseline": torch.rand(4, 11, 9)}, ValueError, "baseline"),
     (occlusion.sliding_window, {"batch_size": 0}, ValueError, "batch_size"),
     (occlusion.overlay, {"occluder": 0.5}, TypeError, "occluder"),
     (occlusion.overlay, {"occluder": torch.rand(3, 5, 5)}, ValueError, "occluder"),
@@ -381,7 +381,7 @@ BAD = [
     (occlusion.rise, {"p": 1.5}, ValueError, "p"),
     (occlusion.rise, {"grid": "8"}, TypeError, "grid"),
     (occlusion.rise, {"seed": -1}, ValueError, "seed"),
-    (occlusion.rise, {"value": [0.5]}, TypeError, "value"),
+    (occlusion.rise, {"baseline": [0.5]}, TypeError, "baseline"),
     (occlusion.sidu, {"layer": "nonexistent"}, ValueError, "layer"),
     (occlusion.sidu, {"layer": nn.ReLU()}, TypeError, "layer"),
     (occlusion.sidu, {"layer": "conv", "sigma": 0.0}, ValueError, "sigma"),

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import assert_unchanged, state_of
 from torch import nn
 
-from xai_course import data, lrp, models, shap
+from xai_course import core, data, lrp, models, shap
 
 
 def linear_model() -> nn.Module:
@@ -121,7 +121,7 @@ def test_baselines_and_efficiency(tiny, images, baseline):
     seg = grid(images)
     attribution = shap.exact(tiny, images, segments=seg, baseline=baseline)
     target = tiny(images).argmax(1)
-    reference = shap._baseline(baseline, images)
+    reference = core.baseline_like(images, baseline)
     delta = logit(tiny, images, target) - logit(tiny, reference, target)
     assert torch.allclose(attribution.sum((1, 2, 3)), delta, atol=1e-5)
 

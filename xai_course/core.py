@@ -18,7 +18,10 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 
@@ -421,6 +424,73 @@ def is_model_input(a: torch.Tensor, x: torch.Tensor) -> bool:
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits of ``model`` on ``x``, computed in batches without gradients; x is never written to. Chapter 00."""
     return torch.cat([check_logits(model(x[s].clone())) for s in batch_slices(x.shape[0], batch_size)])  # copies
+
+
+# ----------------------------------------------------------------------------- what hidden values become
+
+Baseline = float | str | torch.Tensor  # a float, "mean", "blur", "uniform" or a tensor: see baseline_like
+BASELINES = ("mean", "blur", "uniform")
+
+
+def baseline_like(x: torch.Tensor, baseline: Baseline, *, seed: int | None = None, name: str = "baseline"):
+    """What hidden values become, a tensor of the shape of ``x`` (N, C, *spatial): the baseline.
+
+    Every method that hides part of the input (Kernel SHAP's absent players, occlusion's windows and
+    masks, deletion and insertion) fills it from here. ``baseline`` is a float (a constant), "mean"
+    (each sample's mean per channel), "blur" (``gaussian_blur``, RISE's insertion substrate),
+    "uniform" (noise uniform between x's smallest and largest value; only where the method has a
+    ``seed``), or a float tensor broadcastable to x (one sample or a batch). ``name`` names the
+    argument in errors. Chapter 00.
+    """
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, check_number(name, baseline, -math.inf))
+    if isinstance(baseline, str) and baseline == "mean":
+        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x).clone()
+    if isinstance(baseline, str) and baseline == "blur":
+        return gaussian_blur(x)
+    if isinstance(baseline, str) and baseline == "uniform" and seed is not None:
+        noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype).to(x.device)
+        return x.min() + (x.max() - x.min()) * noise
+    kinds = ", ".join(repr(b) for b in BASELINES if seed is not None or b != "uniform")
+    expected = f"a float, {kinds} or a float tensor broadcastable to {tuple(x.shape)}"
+    if isinstance(baseline, torch.Tensor) and baseline.is_floating_point():
+        try:
+            filled = baseline.detach().to(x).expand_as(x).clone()  # a copy: the model may write into its input
+        except RuntimeError:
+            raise ValueError(f"{name}: expected {expected}, got {describe(baseline)}") from None
+        if not torch.isfinite(filled).all():
+            raise ValueError(f"{name}: expected finite values, got {describe(baseline)} containing NaN or inf")
+        return filled
+    error = ValueError if isinstance(baseline, (str, torch.Tensor)) else TypeError
+    raise error(f"{name}: expected {expected}, got {describe(baseline)}")
+
+
+def gaussian_blur(x: torch.Tensor, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Blur each channel of ``x`` (N, C, H, W) or (N, C, L) with RISE's kernel and zero padding.
+
+    The insertion substrate of Petsiuk et al. (klen 11, sigma 5): along each axis, scipy's Gaussian
+    filter of a unit impulse; zero padding darkens the border as in their code. ``klen`` is odd, so
+    the result has the shape of ``x``. Chapter 00.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
+        raise TypeError(f"x: expected a float tensor (N, C, H, W) or (N, C, L), got {describe(x)}")
+    if check_positive_int("klen", klen) % 2 == 0:
+        raise ValueError(f"klen: expected an odd kernel length (centred, keeps the shape of x), got {klen}")
+    check_number("sigma", sigma, 0.0, strict=True)
+    impulse = np.zeros(klen)
+    impulse[klen // 2] = 1.0
+    k = torch.from_numpy(ndimage.gaussian_filter1d(impulse, sigma)).to(x)
+    n_spatial, c = x.ndim - 2, x.shape[1]
+    conv = F.conv2d if n_spatial == 2 else F.conv1d
+    for axis in range(n_spatial):
+        shape = [1] * n_spatial
+        shape[axis] = klen
+        padding = tuple(klen // 2 if d == axis else 0 for d in range(n_spatial))
+        x = conv(x, k.view(1, 1, *shape).expand(c, 1, *shape), padding=padding, groups=c)
+    return x
+
+
+# ----------------------------------------------------------------------------- the model guard
 
 
 @dataclass

@@ -3,10 +3,11 @@
 A heatmap is a claim about the model; these functions test the claim with measurements.
 
 - **Deletion and insertion** (Petsiuk, Das & Saenko 2018, RISE). Pixels are ordered by the channel-summed
-  attribution, most relevant first. Deletion replaces them, step by step, with a substrate (default 0.0);
-  insertion starts from a blurred image (Gaussian, klen 11, sigma 5, as RISE) and copies the original pixels
-  back. The softmax probability of the target class is recorded at every step, and the score is the area
-  under the curve by the trapezoid rule on a unit axis, ``(sum - first/2 - last/2) / (len - 1)``.
+  attribution, most relevant first. Deletion replaces them, step by step, with a baseline (default 0.0;
+  ``core.baseline_like``); insertion starts from a blurred image (Gaussian, klen 11, sigma 5, as RISE) and
+  copies the original pixels back. The softmax probability of the target class is recorded at every step,
+  and the score is the area under the curve by the trapezoid rule on a unit axis,
+  ``(sum - first/2 - last/2) / (len - 1)``.
   Deletion: lower is better. Insertion: higher is better.
 - **Pixel flipping / AOPC** (Samek, Binder, Montavon, Lapuschkin & Müller 2017). Square regions are ranked by
   their summed attribution and perturbed cumulatively, most relevant first (MoRF); AOPC is the mean drop of the
@@ -46,18 +47,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage, stats
+from scipy import stats
 from skimage.metrics import structural_similarity
 from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .backward import modified
 from .core import (
+    Baseline,
+    baseline_like,
     batch_slices,
     check_input,
     check_model,
-    check_number,
     check_positive_int,
     check_seed,
     check_spatial,
@@ -69,7 +70,6 @@ from .core import (
 )
 
 Method = Callable[..., torch.Tensor]
-Substrate = float | str | torch.Tensor
 
 # ----------------------------------------------------------------------------- shared helpers
 
@@ -114,62 +114,6 @@ def random_attribution(model, x, target=None, *, seed: int = 0) -> torch.Tensor:
         resolve_target(target, predict(model, batched))
     a = torch.rand(batched.shape, generator=g, dtype=batched.dtype).to(batched.device)
     return a[0] if unbatched else a
-
-
-# ----------------------------------------------------------------------------- substrates
-
-
-def _rise_kernel(klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """RISE's blur kernel along one axis: scipy's Gaussian filter of a unit impulse (``gkern`` is its square)."""
-    impulse = np.zeros(klen)
-    impulse[klen // 2] = 1.0
-    return torch.from_numpy(ndimage.gaussian_filter1d(impulse, sigma))
-
-
-def gaussian_blur(x: torch.Tensor, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Blur each channel of ``x`` (N, C, H, W) or (N, C, L) with RISE's kernel and zero padding.
-
-    The insertion substrate of Petsiuk et al. (klen 11, sigma 5); zero padding darkens
-    the border as in their code. ``klen`` is odd, so the result has the shape of ``x``. Chapter 00.
-    """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (3, 4):
-        raise TypeError(f"x: expected a float tensor (N, C, H, W) or (N, C, L), got {describe(x)}")
-    if check_positive_int("klen", klen) % 2 == 0:
-        raise ValueError(f"klen: expected an odd kernel length (centred, keeps the shape of x), got {klen}")
-    check_number("sigma", sigma, 0.0, strict=True)
-    k = _rise_kernel(klen, sigma).to(x)
-    n_spatial, c = x.ndim - 2, x.shape[1]
-    conv = F.conv2d if n_spatial == 2 else F.conv1d
-    for axis in range(n_spatial):
-        shape = [1] * n_spatial
-        shape[axis] = klen
-        padding = tuple(klen // 2 if d == axis else 0 for d in range(n_spatial))
-        x = conv(x, k.view(1, 1, *shape).expand(c, 1, *shape), padding=padding, groups=c)
-    return x
-
-
-def _substrate(x: torch.Tensor, substrate, seed: int | None = None) -> torch.Tensor:
-    """The values perturbed pixels take, a tensor of the shape of ``x``.
-
-    A float (constant), ``"blur"``, ``"mean"`` (each image's mean colour), a tensor of the shape
-    of ``x`` or of one sample, and, where ``seed`` is given, ``"uniform"``.
-    """
-    if isinstance(substrate, (int, float)) and not isinstance(substrate, bool):
-        return torch.full_like(x, check_number("substrate", substrate, -math.inf))
-    if isinstance(substrate, torch.Tensor) and substrate.shape in (x.shape, x.shape[1:]):
-        if not torch.isfinite(substrate).all():
-            raise ValueError(f"substrate: expected finite values, got {describe(substrate)} containing NaN or inf")
-        return substrate.detach().to(x).expand_as(x).clone()  # a copy: the model may write into its input
-    if isinstance(substrate, str) and substrate == "blur":
-        return gaussian_blur(x)
-    if isinstance(substrate, str) and substrate == "mean":
-        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x).clone()
-    if isinstance(substrate, str) and substrate == "uniform" and seed is not None:
-        g = torch.Generator().manual_seed(seed)
-        noise = torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)
-        return x.min() + (x.max() - x.min()) * noise
-    options = "a float, 'blur', 'mean'" + (", 'uniform'" if seed is not None else "")
-    raise ValueError(f"substrate: expected {options} or a tensor of shape {tuple(x.shape)}, got {describe(substrate)}")
 
 
 # ----------------------------------------------------------------------------- faithfulness
@@ -251,14 +195,14 @@ def _curves(model, start, finish, rank, k, target, batch_size: int, probability:
     return scores.view(n, steps)
 
 
-def _causal_metric(model, x, target, attribution, steps, substrate, batch_size, insert: bool) -> CurveResult:
+def _causal_metric(model, x, target, attribution, steps, baseline, batch_size, insert: bool) -> CurveResult:
     check_model(model)
     x, _ = check_input(model, x)
     check_spatial(x)
     a = _check_attribution(attribution, x)
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
-    background = _substrate(x, substrate)
+    background = baseline_like(x, baseline)
     rank = _rank(a.sum(1).flatten(1))
     fractions = torch.linspace(0.0, 1.0, steps + 1)
     k = (fractions * rank.shape[1]).round().long().to(x.device)
@@ -272,7 +216,7 @@ def _causal_metric(model, x, target, attribution, steps, substrate, batch_size, 
 
 @contract
 def deletion(
-    model, x, target, attribution, *, steps: int = 64, substrate: Substrate = 0.0, batch_size: int = 128
+    model, x, target, attribution, *, steps: int = 64, baseline: Baseline = 0.0, batch_size: int = 128
 ) -> CurveResult:
     """Deletion curve: replace the most relevant pixels first and record the target's probability.
 
@@ -282,25 +226,25 @@ def deletion(
     attribution : (N, C, H, W) or (N, C, L) (or 1 channel); pixels are ranked by its sum over channels,
         ties by pixel index, so an all-zero attribution gives the curve of the pixel-index order.
     steps : the curve has ``steps + 1`` points; at fraction f, ``round(f * H * W)`` pixels are replaced.
-    substrate : what replaces them: a float (default 0.0), ``"blur"``, ``"mean"`` (the image's mean
-        colour) or a tensor of the shape of ``x``.
+    baseline : what replaces them (``core.baseline_like``): a float (default 0.0), ``"blur"``,
+        ``"mean"`` (the image's mean colour) or a tensor broadcastable to ``x``.
     batch_size : number of perturbed inputs per forward pass.
 
     Returns a ``CurveResult`` (lower AUC is better). Chapter 00.
     """
-    return _causal_metric(model, x, target, attribution, steps, substrate, batch_size, insert=False)
+    return _causal_metric(model, x, target, attribution, steps, baseline, batch_size, insert=False)
 
 
 @contract
 def insertion(
-    model, x, target, attribution, *, steps: int = 64, substrate: Substrate = "blur", batch_size: int = 128
+    model, x, target, attribution, *, steps: int = 64, baseline: Baseline = "blur", batch_size: int = 128
 ) -> CurveResult:
-    """Insertion curve: start from the substrate and insert the most relevant pixels of ``x`` first.
+    """Insertion curve: start from the baseline and insert the most relevant pixels of ``x`` first.
 
-    Parameters as for ``deletion``; the default substrate is RISE's blurred image (Gaussian,
+    Parameters as for ``deletion``; the default baseline is RISE's blurred image (Gaussian,
     klen 11, sigma 5). Returns a ``CurveResult`` (higher AUC is better). Chapter 00.
     """
-    return _causal_metric(model, x, target, attribution, steps, substrate, batch_size, insert=True)
+    return _causal_metric(model, x, target, attribution, steps, baseline, batch_size, insert=True)
 
 
 def _region_ids(shape: Sequence[int], region: int) -> torch.Tensor:
@@ -320,7 +264,7 @@ def pixel_flipping(
     *,
     region: int = 8,
     steps: int | None = None,
-    substrate: Substrate = "uniform",
+    baseline: Baseline = "uniform",
     seed: int = 0,
     batch_size: int = 128,
 ) -> FlippingResult:
@@ -333,7 +277,7 @@ def pixel_flipping(
         (Samek et al. used 9 on 224x224). Regions are ranked by their summed attribution, ties by
         region index (row-major).
     steps : L, the number of regions perturbed; ``None`` means all of them.
-    substrate : ``"uniform"`` (default, as Samek et al.): one noise image per image, uniform between the
+    baseline : ``"uniform"`` (default, as Samek et al.): one noise image per image, uniform between the
         minimum and maximum of ``x``, drawn from a generator seeded with ``seed``, so a perturbed
         region keeps its values; or a float, ``"blur"``, ``"mean"`` or a tensor, as for ``deletion``.
 
@@ -352,7 +296,7 @@ def pixel_flipping(
     check_positive_int("steps", steps)
     if steps > n_regions:
         raise ValueError(f"steps: expected at most the number of regions, {n_regions}, got {steps}")
-    background = _substrate(x, substrate, seed=check_seed(seed))
+    background = baseline_like(x, baseline, seed=check_seed(seed))
     relevance = torch.zeros(x.shape[0], n_regions, dtype=x.dtype, device=x.device)
     relevance.index_add_(1, ids, a.sum(1).flatten(1))
     rank = _rank(relevance)[:, ids]
@@ -685,7 +629,7 @@ class CompletenessResult:
     Attributes
     ----------
     total : (N,) sum of the attribution over channels and pixels
-    promise : (N,) f_c(x) - f_c(reference), or f_c(x) for ``reference="zero-output"`` (target logit f_c)
+    promise : (N,) f_c(x) - f_c(baseline), or f_c(x) for ``baseline="zero-output"`` (target logit f_c)
     error : (N,) |total - promise|
     relative : (N,) error / |promise| (0 if both are 0, inf if only the promise is)
     mean_error, mean_relative : their means over images
@@ -699,33 +643,27 @@ class CompletenessResult:
     mean_relative: float
 
 
-def _reference(x: torch.Tensor, reference) -> torch.Tensor | None:
-    """The reference input of the shape of ``x``, or None for ``"zero-output"``."""
-    if isinstance(reference, str) and reference == "zero-output":
+def _promised_baseline(x: torch.Tensor, baseline) -> torch.Tensor | None:
+    """The baseline input of the shape of ``x``, or None for ``"zero-output"``."""
+    if isinstance(baseline, str) and baseline == "zero-output":
         return None
-    try:
-        return _substrate(x, reference)
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"reference: expected a finite float, 'blur', 'mean', a tensor of shape {tuple(x.shape)} or 'zero-output', "
-            f"got {describe(reference)}"
-        ) from None
+    return baseline_like(x, baseline)
 
 
 @contract
-def completeness_error(attribution, model, x, target=None, *, reference: Substrate = 0.0) -> CompletenessResult:
-    """Completeness (summation-to-delta) of ``attribution``: |sum R - (f_c(x) - f_c(reference))| per image.
+def completeness_error(attribution, model, x, target=None, *, baseline: Baseline = 0.0) -> CompletenessResult:
+    """Completeness (summation-to-delta) of ``attribution``: |sum R - (f_c(x) - f_c(baseline))| per image.
 
-    ``reference`` is the input the theory compares with: a float (a constant image, default 0.0, the
-    baseline of Integrated Gradients and DeepLIFT), a tensor of the shape of ``x`` or of one sample, or
-    ``"zero-output"`` when the promise is f_c(x) itself (LRP conservation, Shapley efficiency with an
-    output of 0 for the empty coalition); ``"blur"`` and ``"mean"`` work as substrates do. f_c is the
-    target logit. Chapter 00.
+    ``baseline`` is the input the theory compares with (``core.baseline_like``): a float (a constant
+    image, default 0.0, the baseline of Integrated Gradients and DeepLIFT's reference), "mean", "blur",
+    a tensor broadcastable to ``x``, or ``"zero-output"`` when the promise is f_c(x) itself (LRP
+    conservation, Shapley efficiency with an output of 0 for the empty coalition). f_c is the target
+    logit. Chapter 00.
     """
     check_model(model)
     x, _ = check_input(model, x)
     a = _check_attribution(attribution, x)
-    baseline = _reference(x, reference)
+    baseline = _promised_baseline(x, baseline)
     with model_guard(model):
         logits = predict(model, x)
         target = resolve_target(target, logits)
@@ -796,7 +734,7 @@ def compare(
     steps: int = 16,
     region: int = 8,
     batch_size: int = 128,
-    references: Mapping[str, Substrate] | None = None,
+    baselines: Mapping[str, Baseline] | None = None,
     with_stability: bool = False,
     with_randomization: bool = False,
     seed: int = 0,
@@ -812,7 +750,7 @@ def compare(
     masks : (N, H, W) ground truth for the localization scores, or None.
     steps : deletion and insertion steps, and the number L of ``region``-sized regions for AOPC
         (all regions if there are fewer). The defaults keep a notebook cell short.
-    references : method name -> ``reference`` for ``completeness_error``, for methods with a completeness property.
+    baselines : method name -> ``baseline`` for ``completeness_error``, for methods with a completeness property.
     with_stability, with_randomization : also run ``stability`` and ``randomization_check`` (slower).
     seed : seed of the random baseline and of the pixel-flipping noise.
 
@@ -822,15 +760,15 @@ def compare(
         raise TypeError(f"methods: expected a dict name -> method(model, x, target), got {describe(methods)}")
     if "random" in methods:
         raise ValueError("methods: the name 'random' is reserved for the baseline compare adds; rename yours")
-    references = dict(references or {})
-    if set(references) - set(methods):
-        raise ValueError(f"references: expected names of methods {list(methods)}, got {sorted(references)}")
+    baselines = dict(baselines or {})
+    if set(baselines) - set(methods):
+        raise ValueError(f"baselines: expected names of methods {list(methods)}, got {sorted(baselines)}")
     check_model(model)
     images, _ = check_input(model, images, "images")
     if masks is not None:
         masks = _check_mask(masks, images.shape, "masks")
-    for reference in references.values():
-        _reference(images, reference)
+    for baseline in baselines.values():
+        _promised_baseline(images, baseline)
     check_positive_int("steps", steps)
     check_positive_int("region", region)
     seed = check_seed(seed)
@@ -861,8 +799,8 @@ def compare(
                 row.mass_accuracy = relevance_mass_accuracy(a, masks).nanmean().item()
                 row.rank_accuracy = relevance_rank_accuracy(a, masks).nanmean().item()
                 row.pointing_game = pointing_game(a, masks).nanmean().item()
-            if name in references:
-                completeness = completeness_error(a, model, images, targets, reference=references[name])
+            if name in baselines:
+                completeness = completeness_error(a, model, images, targets, baseline=baselines[name])
                 row.completeness_error = completeness.mean_relative
             if with_stability:
                 stable = stability(method, model, images, targets)

@@ -88,12 +88,12 @@ def _deep_shap(model, x, target=None):
 
 @contract(signed=True)
 def _sliding_window(model, x, target=None):
-    return occlusion.sliding_window(model, x, target, window=8, stride=4, value="mean")
+    return occlusion.sliding_window(model, x, target, window=8, stride=4, baseline="mean")
 
 
 @contract(signed=False)
 def _rise(model, x, target=None):
-    return occlusion.rise(model, x, target, n_masks=300, value="mean")
+    return occlusion.rise(model, x, target, n_masks=300, baseline="mean")
 
 
 def last_conv(model: nn.Module) -> str:
@@ -108,7 +108,7 @@ def last_conv(model: nn.Module) -> str:
 
 @contract(signed=False)
 def _sidu(model, x, target=None):
-    return occlusion.sidu(model, x, target, layer=last_conv(model), value="mean")
+    return occlusion.sidu(model, x, target, layer=last_conv(model), baseline="mean")
 
 
 _ANY = DATA

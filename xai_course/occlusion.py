@@ -3,7 +3,7 @@
 All five methods share that idea and differ in what they hide and how they average:
 
 - **Sliding window** (Zeiler & Fergus 2014). A square of side ``window`` (a segment in a series) is moved
-  with step ``stride`` and filled with a value; for the target logit S_c the drop
+  with step ``stride`` and filled with a baseline; for the target logit S_c the drop
   d_w = S_c(x) - S_c(x with window w hidden) is credited to every pixel of window w, and a pixel's attribution
   is the mean drop over the windows that cover it. Windows start at 0, stride, 2 stride, ... until the axis is
   covered (the last one may be cut off by the border), as in Captum's ``Occlusion``.
@@ -24,8 +24,9 @@ All five methods share that idea and differ in what they hide and how they avera
   masks divided by how often each point was kept, S = sum_i P_c(x * m_i) m_i / sum_i m_i, min-max scaled to
   [0, 1].
 
-By default masked positions take the value 0 in whatever space the model sees (RISE's convention): black for
-the course images in [0, 1], the mean level for the zero-mean course series; ``value`` changes it. Every
+By default masked positions take the baseline 0 in whatever space the model sees (RISE's convention): black
+for the course images in [0, 1], the mean level for the zero-mean course series; ``baseline`` changes it
+(``core.baseline_like``). Every
 method runs the model in eval mode under ``torch.no_grad()`` inside ``core.model_guard``, evaluates
 ``batch_size`` perturbed inputs per forward pass and builds them batch by batch, so memory does not grow with
 the number of windows or masks. Random masks are drawn ``MASK_CHUNK`` at a time, each chunk from its own
@@ -45,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .core import (
+    baseline_like,
     batch_slices,
     check_input,
     check_model,
@@ -78,30 +80,6 @@ def _check_float(name: str, value, positive: bool = False) -> float:
     if positive and value <= 0:
         raise ValueError(f"{name}: expected a float > 0, got {value}")
     return float(value)
-
-
-def _fill(value, x: torch.Tensor, name: str, allow_constant: bool = True) -> torch.Tensor:
-    """The values hidden positions take, a tensor of the shape of ``x``: a float, "mean" or a tensor."""
-    if allow_constant and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"{name}: expected a finite number, got {value}")
-        return torch.full_like(x, float(value))
-    if allow_constant and isinstance(value, str) and value == "mean":
-        return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
-    expected = f"a float tensor broadcastable to {tuple(x.shape)} (one sample {tuple(x.shape[1:])} or a batch)"
-    if allow_constant:
-        expected = f"a float, 'mean' or {expected}"
-    if isinstance(value, str) and allow_constant:
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        raise TypeError(f"{name}: expected {expected}, got {describe(value)}")
-    try:
-        filled = value.detach().to(x).expand_as(x)
-    except RuntimeError:
-        raise ValueError(f"{name}: expected {expected}, got {describe(value)}") from None
-    if not torch.isfinite(filled).all():
-        raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
-    return filled
 
 
 def _forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -158,7 +136,7 @@ def spread_windows(drops: torch.Tensor, window: int, stride: int, spatial) -> to
     return total / count
 
 
-def _occlusion(model, x, target, window, stride, value, name, batch_size, allow_constant=True) -> torch.Tensor:
+def _occlusion(model, x, target, window, stride, baseline, name, batch_size) -> torch.Tensor:
     check_model(model)
     x, unbatched = check_input(model, x)
     check_spatial(x)
@@ -168,7 +146,7 @@ def _occlusion(model, x, target, window, stride, value, name, batch_size, allow_
         raise ValueError(f"window: expected at most the input's smallest side {min(x.shape[2:])}, got {window}")
     if stride > window:
         raise ValueError(f"stride: expected at most window = {window}, so that every position is hidden, got {stride}")
-    fill = _fill(value, x, name, allow_constant)
+    fill = baseline_like(x, baseline, name=name)
     with model_guard(model), torch.no_grad():
         logits = predict(model, x, batch_size)
         target = resolve_target(target, logits)
@@ -186,7 +164,7 @@ def sliding_window(
     *,
     window: int = 8,
     stride: int = 4,
-    value=0.0,
+    baseline=0.0,
     batch_size: int = BATCH_SIZE,
 ) -> torch.Tensor:
     """Occlusion sensitivity with a sliding window (Zeiler & Fergus 2014).
@@ -196,17 +174,17 @@ def sliding_window(
     model, x, target : the calling contract; ``x`` holds images (N, C, H, W) or series (N, C, L).
     window : side of the square (length of the segment) hidden on all channels at once.
     stride : step between windows, at most ``window``.
-    value : what the window shows: a float, ``"mean"`` (each image's mean colour) or a tensor
-        broadcastable to ``x`` (e.g. a blurred copy).
+    baseline : what the window shows (``core.baseline_like``): a float, ``"mean"`` (each image's mean
+        colour), ``"blur"`` or a tensor broadcastable to ``x``.
     batch_size : occluded inputs per forward pass.
 
     Returns
     -------
     The mean drop of the target logit over all windows covering each position, the same on every
     channel; equal to Captum's ``Occlusion`` with ``sliding_window_shapes=(C, window, window)``,
-    ``strides=(C, stride, stride)`` and ``baselines=value``. Chapter 03.
+    ``strides=(C, stride, stride)`` and ``baselines=baseline``. Chapter 03.
     """
-    return _occlusion(model, x, target, window, stride, value, "value", batch_size)
+    return _occlusion(model, x, target, window, stride, baseline, "baseline", batch_size)
 
 
 @contract(signed=True, needs="outputs", random=False)
@@ -231,9 +209,11 @@ def overlay(
     Returns
     -------
     The mean drop of the target logit over the windows covering each position: ``sliding_window``
-    with ``value=occluder``. Chapter 03.
+    with ``baseline=occluder``. Chapter 03.
     """
-    return _occlusion(model, x, target, window, stride, occluder, "occluder", batch_size, allow_constant=False)
+    if not isinstance(occluder, torch.Tensor):
+        raise TypeError(f"occluder: expected a float tensor (C, H, W) or (N, C, H, W), got {describe(occluder)}")
+    return _occlusion(model, x, target, window, stride, occluder, "occluder", batch_size)
 
 
 # ----------------------------------------------------------------------------- random masks
@@ -356,7 +336,7 @@ def rise(
     n_masks: int = 4000,
     grid: int = 8,
     p: float = 0.5,
-    value=0.0,
+    baseline=0.0,
     seed=0,
     batch_size: int = BATCH_SIZE,
 ) -> torch.Tensor:
@@ -368,8 +348,9 @@ def rise(
     n_masks : number N of random masks (the paper uses 4000 to 8000).
     grid : cells s per axis of the low-resolution Bernoulli grid.
     p : probability that a cell is kept.
-    value : what masked positions show, x * M + (1 - M) * value: 0.0 as in the reference code (black
-        for the course images), ``"mean"`` (each image's mean colour), another float or a tensor.
+    baseline : what masked positions show, x * M + (1 - M) * baseline (``core.baseline_like``): 0.0 as
+        in the reference code (black for the course images), ``"mean"`` (each image's mean colour),
+        ``"blur"``, another float or a tensor.
     seed : int or ``torch.Generator``; the same seed gives the same masks for every image.
     batch_size : masked inputs per forward pass; does not change the result.
 
@@ -383,7 +364,7 @@ def rise(
     check_spatial(x)
     for name, number in (("n_masks", n_masks), ("grid", grid), ("batch_size", batch_size)):
         check_positive_int(name, number)
-    p, seed, fill = _check_probability("p", p), check_seed(seed), _fill(value, x, "value")
+    p, seed, fill = _check_probability("p", p), check_seed(seed), baseline_like(x, baseline)
     with model_guard(model), torch.no_grad():
         target = resolve_target(target, predict(model, x, batch_size))
         maps = [
@@ -425,7 +406,7 @@ def sidu(
     threshold: float = 0.5,
     relative: bool = True,
     sigma: float = 0.25,
-    value=0.0,
+    baseline=0.0,
     batch_size: int = BATCH_SIZE,
 ) -> torch.Tensor:
     """SIDU: similarity difference and uniqueness (Muddamsetty et al. 2021, 2022).
@@ -442,7 +423,7 @@ def sidu(
         ``threshold``, as the reference code does with 0.5, which gives all-empty or all-full masks
         when the layer's scale differs from the one it was tuned for.
     sigma : kernel width of the similarity difference (0.25 in the paper).
-    value : what masked positions show, as in ``rise`` (0.0 in the reference code).
+    baseline : what masked positions show, as in ``rise`` (0.0 in the reference code).
     batch_size : masked inputs per forward pass.
 
     Returns
@@ -457,7 +438,7 @@ def sidu(
     threshold, sigma = _check_float("threshold", threshold), _check_float("sigma", sigma, positive=True)
     if not isinstance(relative, bool):
         raise TypeError(f"relative: expected True or False, got {describe(relative)}")
-    fill = _fill(value, x, "value")
+    fill = baseline_like(x, baseline)
     logits, features = feature_maps(model, x, layer, batch_size)
     target = resolve_target(target, logits)
     with model_guard(model), torch.no_grad():
@@ -502,7 +483,7 @@ def timereise(
     n_masks: int = 200,
     probabilities=(0.2, 0.5, 0.8),
     slices=(8, 16, 32),
-    value=0.0,
+    baseline=0.0,
     seed=0,
     batch_size: int = BATCH_SIZE,
 ) -> torch.Tensor:
@@ -517,7 +498,7 @@ def timereise(
     slices : granularities s: each channel's mask is a Bernoulli(p) vector of s slices, resized
         linearly to (s + 1) ceil(L / s) samples and cropped at a random shift (RISE's recipe in one
         dimension, drawn independently per channel; the paper's exact smoothing is not specified).
-    value : what masked points show, as in ``rise`` (0.0: the mean level of the course series).
+    baseline : what masked points show, as in ``rise`` (0.0: the mean level of the course series).
     seed : int or ``torch.Generator``.
     batch_size : masked series per forward pass; does not change the result.
 
@@ -533,7 +514,7 @@ def timereise(
     check_positive_int("batch_size", batch_size)
     probabilities = _check_values("probabilities", probabilities, _check_probability)
     slices = _check_values("slices", slices, check_positive_int)
-    seed, fill = check_seed(seed), _fill(value, x, "value")
+    seed, fill = check_seed(seed), baseline_like(x, baseline)
     with model_guard(model), torch.no_grad():
         target = resolve_target(target, predict(model, x, batch_size))
         maps = torch.stack(

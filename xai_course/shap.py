@@ -2,7 +2,7 @@
 
 The players of the game are the M superpixels of an image (SLIC, Achanta et al. 2012, or a regular
 grid). The value of a coalition S is the target's logit on the image whose segments outside S are
-replaced by a baseline,
+replaced by a baseline (``core.baseline_like``: a float, "mean", "blur" or an image),
 
     v(S) = f_c(x_S, baseline_rest).
 
@@ -29,12 +29,12 @@ from itertools import combinations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage.segmentation import slic
 from torch import nn
 
 from .backward import check_layers, kind, max_pool_switches, modified, rescaled, unpool
 from .core import (
+    baseline_like,
     batch_slices,
     check_input,
     check_model,
@@ -111,38 +111,6 @@ def _check_segments(segments, x: torch.Tensor) -> list[torch.Tensor]:
     return [_relabel(s.to(x.device).long()) for s in segments]
 
 
-def _baseline(baseline, x: torch.Tensor) -> torch.Tensor:
-    """The baseline image(s) for ``x`` (N, C, H, W): "mean", "blur", a float or a tensor."""
-    if isinstance(baseline, str) and baseline == "mean":
-        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    if isinstance(baseline, str) and baseline == "blur":
-        return _blur(x, sigma=max(x.shape[-2:]) / 16)
-    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
-        baseline = torch.tensor(float(baseline))
-    if isinstance(baseline, torch.Tensor) and baseline.is_floating_point():
-        if not torch.isfinite(baseline).all():
-            raise ValueError(f"baseline: expected finite values, got {describe(baseline)} with NaN or inf")
-        try:
-            return baseline.to(x).expand_as(x)
-        except RuntimeError:
-            pass
-    raise ValueError(
-        f"baseline: expected 'mean', 'blur', a float or a float tensor broadcastable to {tuple(x.shape)}, "
-        f"got {describe(baseline)}"
-    )
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with reflected borders."""
-    radius = min(int(3 * sigma), min(x.shape[-2:]) - 1)
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-(t**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).repeat(x.shape[1], 1, 1, 1)
-    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    rows = F.conv2d(padded, kernel.view(x.shape[1], 1, 1, -1), groups=x.shape[1])
-    return F.conv2d(rows, kernel.view(x.shape[1], 1, -1, 1), groups=x.shape[1])
-
-
 # ----------------------------------------------------------------------------- the game
 
 
@@ -171,7 +139,7 @@ def _explain(model, x, target, segments, baseline, batch_size, shapley: Callable
     if x.ndim != 4:
         raise ValueError(f"x: expected images (N, C, H, W) or (C, H, W) to cut into segments, got {describe(x)}")
     players = _check_segments(segments, x)
-    x_bar = _baseline(baseline, x)
+    x_bar = baseline_like(x, baseline)
     with model_guard(model), torch.no_grad():
         target = resolve_target(target, predict(model, x, batch_size))
         phis = []
@@ -242,7 +210,8 @@ def exact(
     """Shapley values of the segments by enumerating all 2^M coalitions, spread onto the pixels.
 
     Every coalition is evaluated exactly once, in batches; M is limited to ``MAX_EXACT_PLAYERS``.
-    The attribution sums to f_c(x) - f_c(baseline). With ``return_values=True`` also returns the
+    ``baseline`` is what absent segments show (default "mean", each image's mean colour). The
+    attribution sums to f_c(x) - f_c(baseline). With ``return_values=True`` also returns the
     values phi (N, M) (zero-padded where an image has fewer segments). Chapter 02.
     """
     return _explain(model, x, target, segments, baseline, batch_size, _exact_shapley, return_values)
