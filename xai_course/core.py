@@ -106,6 +106,9 @@ def _check_like_parameters(model: nn.Module, x: torch.Tensor, name: str) -> None
         )
 
 
+Target = int | torch.Tensor | None  # the class to explain: None (the predicted one), an int, or a LongTensor (N,)
+
+
 def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     """Turn ``target`` into a LongTensor ``(N,)`` of class indices.
 
@@ -561,3 +564,16 @@ def model_guard(model: nn.Module):
             yield model
         finally:
             _restore(snapshot)
+
+
+@contextlib.contextmanager
+def explaining(model: nn.Module, x: torch.Tensor, target: Target, batch_size: int = 256):
+    """The steps every method opens with once it has checked ``x`` (``check_input``) and its settings.
+
+    Guards the model (``model_guard``: eval mode, parameters frozen, everything put back afterwards), runs
+    it on x without gradients and resolves ``target`` against the logits; yields (target (N,), logits).
+    A method then computes inside the block and shapes its output like x (``output_like``). Chapter 00.
+    """
+    with model_guard(model):
+        logits = predict(model, x, batch_size)
+        yield resolve_target(target, logits), logits

@@ -117,7 +117,9 @@ def _check_activations(model: nn.Module) -> None:
 
 
 @core.contract(signed=True, needs="layers", random=False, sums_to="the logit (biases ignored)")
-def explain(model, x, target=None, *, input_rule: str = "zb", low=0.0, high=1.0, return_layers: bool = False):
+def explain(
+    model, x, target: core.Target = None, *, input_rule: str = "zb", low=0.0, high=1.0, return_layers: bool = False
+):
     """Deep Taylor decomposition of the target's logit onto the input (Montavon et al. 2017).
 
     Parameters
@@ -370,7 +372,7 @@ def _shifted_copies(model: nn.Module, x: torch.Tensor, m: torch.Tensor) -> tuple
 
 
 @core.contract
-def input_invariance(model, x, shift, target=None, *, low=0.0, high=1.0) -> InvarianceResult:
+def input_invariance(model, x, shift, target: core.Target = None, *, low=0.0, high=1.0) -> InvarianceResult:
     """The input-invariance test of Kindermans et al. (2019, "The (un)reliability of saliency methods").
 
     Two copies of ``model``: f reads x, g reads x + m and its first layer absorbs the shift in its bias,
@@ -389,7 +391,6 @@ def input_invariance(model, x, shift, target=None, *, low=0.0, high=1.0) -> Inva
 
     Chapter 06.
     """
-    core.check_model(model)
     x, _ = core.check_input(model, x)
     lrp.check_bounds(low, high, x.shape)
     m = _shift(shift, x)

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 from .backward import modified
 from .core import (
     Baseline,
+    Target,
     baseline_like,
     batch_slices,
     check_input,
@@ -64,9 +65,9 @@ from .core import (
     check_spatial,
     contract,
     describe,
+    explaining,
     model_guard,
     predict,
-    resolve_target,
 )
 
 Method = Callable[..., torch.Tensor]
@@ -101,18 +102,16 @@ def _relative(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 @contract(signed=False, needs="outputs", random=True)
-def random_attribution(model, x, target=None, *, seed: int = 0) -> torch.Tensor:
+def random_attribution(model, x, target: Target = None, *, seed: int = 0) -> torch.Tensor:
     """The random baseline: uniform noise in [0, 1) of the shape of ``x``, the same for the same seed.
 
     Every comparison includes it for scale. The model runs once, so that ``x`` and ``target`` are checked
     like any method's. Chapter 00.
     """
-    check_model(model)
     batched, unbatched = check_input(model, x)
     g = torch.Generator().manual_seed(check_seed(seed))
-    with model_guard(model):
-        resolve_target(target, predict(model, batched))
-    a = torch.rand(batched.shape, generator=g, dtype=batched.dtype).to(batched.device)
+    with explaining(model, batched, target):  # x and target checked like any method's
+        a = torch.rand(batched.shape, generator=g, dtype=batched.dtype).to(batched.device)
     return a[0] if unbatched else a
 
 
@@ -207,8 +206,7 @@ def _causal_metric(model, x, target, attribution, steps, baseline, batch_size, i
     fractions = torch.linspace(0.0, 1.0, steps + 1)
     k = (fractions * rank.shape[1]).round().long().to(x.device)
     start, finish = (background, x) if insert else (x, background)
-    with model_guard(model):
-        target = resolve_target(target, predict(model, x, batch_size))
+    with explaining(model, x, target, batch_size) as (target, _):
         scores = _curves(model, start, finish, rank, k, target, batch_size, probability=True)
     area = auc(scores)
     return CurveResult(fractions, scores, area, area.mean().item(), target)
@@ -283,7 +281,6 @@ def pixel_flipping(
 
     Returns a ``FlippingResult``; the recorded score is the target logit. Chapter 00.
     """
-    check_model(model)
     x, _ = check_input(model, x)
     check_spatial(x)
     a = _check_attribution(attribution, x)
@@ -301,8 +298,7 @@ def pixel_flipping(
     relevance.index_add_(1, ids, a.sum(1).flatten(1))
     rank = _rank(relevance)[:, ids]
     k = torch.arange(steps + 1, device=x.device)
-    with model_guard(model):
-        target = resolve_target(target, predict(model, x, batch_size))
+    with explaining(model, x, target, batch_size) as (target, _):
         scores = _curves(model, x, background, rank, k, target, batch_size, probability=False)
     drops = scores[:, :1] - scores
     aopc = drops.mean(dim=1)
@@ -438,7 +434,6 @@ def layers_top_down(model: nn.Module, x: torch.Tensor) -> list[str]:
 
     Modules never called in the forward pass are left out. Chapter 00.
     """
-    check_model(model)
     x, _ = check_input(model, x)
     names = {module: name for name, module in model.named_modules() if _has_parameters(module)}
     called: list[nn.Module] = []
@@ -490,7 +485,7 @@ def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @contract
 def randomization_check(
-    method: Method, model, x, target=None, *, layers: Sequence[str] | None = None, seed: int = 0
+    method: Method, model, x, target: Target = None, *, layers: Sequence[str] | None = None, seed: int = 0
 ) -> RandomizationResult:
     """Cascading model-parameter randomization, top layer first, on a copy of ``model`` (Adebayo et al. 2018).
 
@@ -508,12 +503,10 @@ def randomization_check(
     Returns a ``RandomizationResult``; maps that stay similar fail the check. Chapter 00.
     """
     _check_method(method)
-    check_model(model)
     x, _ = check_input(model, x)
     check_spatial(x)
     seed = check_seed(seed)
-    with model_guard(model):
-        target = resolve_target(target, predict(model, x))
+    with explaining(model, x, target) as (target, _):
         randomized = copy.deepcopy(model)
         modules = dict(randomized.named_modules())
         stages = list(layers) if layers is not None else layers_top_down(randomized, x)
@@ -567,7 +560,7 @@ def stability(
     method: Method,
     model,
     x,
-    target=None,
+    target: Target = None,
     *,
     seeds: Sequence[int] = (0, 1, 2, 3),
     noise: float = 0.02,
@@ -588,7 +581,6 @@ def stability(
     by ||Phi(x)||. A zero denominator gives 0 if the numerator is 0 too, inf otherwise. Chapter 00.
     """
     _check_method(method)
-    check_model(model)
     x, _ = check_input(model, x)
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) < 2:
         raise ValueError(f"seeds: expected a sequence of at least two ints, got {describe(seeds)}")
@@ -597,8 +589,7 @@ def stability(
         raise ValueError(f"noise: expected a positive float (the radius of the uniform noise), got {noise!r}")
     check_positive_int("n_noise", n_noise)
     random = _takes_seed(method)
-    with model_guard(model):
-        target = resolve_target(target, predict(model, x))
+    with explaining(model, x, target) as (target, _):
 
         def explain(inputs: torch.Tensor, seed: int) -> torch.Tensor:
             kwargs = {"seed": seed} if random else {}
@@ -651,7 +642,7 @@ def _promised_baseline(x: torch.Tensor, baseline) -> torch.Tensor | None:
 
 
 @contract
-def completeness_error(attribution, model, x, target=None, *, baseline: Baseline = 0.0) -> CompletenessResult:
+def completeness_error(attribution, model, x, target: Target = None, *, baseline: Baseline = 0.0) -> CompletenessResult:
     """Completeness (summation-to-delta) of ``attribution``: |sum R - (f_c(x) - f_c(baseline))| per image.
 
     ``baseline`` is the input the theory compares with (``core.baseline_like``): a float (a constant
@@ -660,13 +651,10 @@ def completeness_error(attribution, model, x, target=None, *, baseline: Baseline
     conservation, Shapley efficiency with an output of 0 for the empty coalition). f_c is the target
     logit. Chapter 00.
     """
-    check_model(model)
     x, _ = check_input(model, x)
     a = _check_attribution(attribution, x)
     baseline = _promised_baseline(x, baseline)
-    with model_guard(model):
-        logits = predict(model, x)
-        target = resolve_target(target, logits)
+    with explaining(model, x, target) as (target, logits):
         promise = logits.gather(1, target[:, None]).squeeze(1)
         if baseline is not None:
             promise = promise - predict(model, baseline).gather(1, target[:, None]).squeeze(1)
@@ -776,8 +764,7 @@ def compare(
     flipping = {"region": region, "steps": min(steps, n_regions), "seed": seed, "batch_size": batch_size}
     baseline = functools.partial(random_attribution, seed=seed)
     rows = Comparison()
-    with model_guard(model):
-        targets = resolve_target(targets, predict(model, images, batch_size))
+    with explaining(model, images, targets, batch_size) as (targets, _):
         for name, method in tqdm({"random": baseline, **methods}.items(), desc="compare", disable=not progress):
             inputs = images.clone()  # the method gets its own copy: a model may write into its input
             start = time.perf_counter()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from .core import contract, output_like, target_gradient
+from .core import Target, contract, output_like, target_gradient
 
 
 @contract(signed=lambda abs: not abs, needs="gradients", random=False)  # |gradient| unsigned, the gradient signed
-def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
+def saliency(model, x, target: Target = None, *, abs: bool = True) -> torch.Tensor:
     """Gradient of the target logit with respect to the input.
 
     With ``abs=True`` (Simonyan et al.) the magnitude |dS_c/dx|; with ``abs=False``
@@ -25,7 +25,7 @@ def saliency(model, x, target=None, *, abs: bool = True) -> torch.Tensor:
 
 
 @contract(signed=True, needs="gradients", random=False)
-def gradient_x_input(model, x, target=None) -> torch.Tensor:
+def gradient_x_input(model, x, target: Target = None) -> torch.Tensor:
     """Gradient of the target logit times the input, x * dS_c/dx. Same shape as ``x``. Chapter 00.
     """
     x, grad, unbatched = target_gradient(model, x, target)

@@ -143,6 +143,11 @@ def _declared(
     )
 
 
+def _described(name, chapter, summary, needs, data, *, random=False, global_view=False) -> Method:
+    """The row of a method that returns no attribution map (rules, reconstructions, galleries)."""
+    return Method(name, chapter, summary, needs, data, False, random, global_view, None, None)
+
+
 METHODS = {
     m.name: m
     for m in [
@@ -167,16 +172,15 @@ METHODS = {
         _declared("guided_backprop", 7, "guided backpropagation", deconvnet.guided_backprop, _ANY,
                   negative_evidence=False),
         # the methods that return no attribution map: their properties are written here
-        Method("inversion", 4, "rebuild the input from a layer's features (optimization or decoder)", "gradients",
-               ("images",), False, True, False, None, None),
-        Method("lore", 5, "a local decision rule and counterfactual rules", "outputs", ("tables",), False, True, False,
-               None, None),
-        Method("surrogate_tree", 5, "a decision tree that mimics the model, read as rules", "outputs", ("tables",),
-               False, False, True, None, None),
-        Method("concept_rules", 5, "rules over concepts of the last convolution, named by the masks", "layers",
-               ("images",), False, False, True, None, None),
-        Method("top_activations", 7, "the inputs that excite a feature map most, projected back", "layers",
-               ("images",), False, False, True, None, None),
+        _described("inversion", 4, "rebuild the input from a layer's features (optimization or decoder)",
+                   "gradients", ("images",), random=True),
+        _described("lore", 5, "a local decision rule and counterfactual rules", "outputs", ("tables",), random=True),
+        _described("surrogate_tree", 5, "a decision tree that mimics the model, read as rules", "outputs",
+                   ("tables",), global_view=True),
+        _described("concept_rules", 5, "rules over concepts of the last convolution, named by the masks", "layers",
+                   ("images",), global_view=True),
+        _described("top_activations", 7, "the inputs that excite a feature map most, projected back", "layers",
+                   ("images",), global_view=True),
     ]
 }  # fmt: skip
 
@@ -442,7 +446,6 @@ def combine(methods: Mapping[str, Callable] | Sequence[Callable]) -> Callable:
 
     @contract(signed=False)  # mean ranks in [0, 1]
     def combined(model, x, target=None):
-        check_model(model)
         batch, unbatched = check_input(model, x)
         result = torch.stack([rank_normalize(part(model, batch, target)) for part in parts]).mean(0)
         return result[0] if unbatched else result

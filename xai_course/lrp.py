@@ -553,7 +553,7 @@ def _propagate(model: nn.Module, target, run: _Run, return_layers: bool):
 def explain(
     model,
     x,
-    target=None,
+    target: core.Target = None,
     *,
     composite: str | Composite = "epsilon_gamma_box",
     maxpool: str = "winner_take_all",
@@ -579,7 +579,6 @@ def explain(
     epsilons absorb (and, with ``return_layers``, the dict). Raises ``NotImplementedError`` with the
     ``check_model`` report for a model LRP would explain wrongly. Chapter 01.
     """
-    core.check_model(model)
     x, unbatched = core.check_input(model, x)
     check_bounds(low, high, x.shape)
     composite = _composite(composite, low, high)
@@ -815,7 +814,6 @@ def check_model(
     process while it traces (explanations in other threads wait; other forward passes should not run).
     ``explain`` refuses a model whose report lists problems. Chapter 01.
     """
-    core.check_model(model)
     composite = _composite(composite)
     if maxpool not in MAXPOOL:
         raise ValueError(f"maxpool: expected one of {list(MAXPOOL)}, got {core.describe(maxpool)}")
@@ -890,7 +888,6 @@ def canonize(model, x=None) -> fx.GraphModule:
     untouched. If ``x`` is given, the outputs on ``x`` are compared and a ``RuntimeError`` raised if
     they differ by more than 1e-5 (relative to the largest logit). Chapter 01.
     """
-    core.check_model(model)
     original = model
     model = copy.deepcopy(model).eval()
     try:

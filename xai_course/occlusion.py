@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .core import (
+    Target,
     baseline_like,
     batch_slices,
     check_input,
@@ -55,9 +56,9 @@ from .core import (
     check_spatial,
     contract,
     describe,
+    explaining,
     model_guard,
     output_like,
-    predict,
     resolve_target,
 )
 from .layers import feature_maps
@@ -147,9 +148,7 @@ def _occlusion(model, x, target, window, stride, baseline, name, batch_size) -> 
     if stride > window:
         raise ValueError(f"stride: expected at most window = {window}, so that every position is hidden, got {stride}")
     fill = baseline_like(x, baseline, name=name)
-    with model_guard(model), torch.no_grad():
-        logits = predict(model, x, batch_size)
-        target = resolve_target(target, logits)
+    with explaining(model, x, target, batch_size) as (target, logits), torch.no_grad():
         score = logits.gather(1, target[:, None])[:, 0]
         drops = _window_drops(model, x, fill, score, target, window, stride, batch_size)
     attribution = spread_windows(drops, window, stride, x.shape[2:]).expand_as(x)
@@ -160,7 +159,7 @@ def _occlusion(model, x, target, window, stride, baseline, name, batch_size) -> 
 def sliding_window(
     model: nn.Module,
     x: torch.Tensor,
-    target=None,
+    target: Target = None,
     *,
     window: int = 8,
     stride: int = 4,
@@ -191,7 +190,7 @@ def sliding_window(
 def overlay(
     model: nn.Module,
     x: torch.Tensor,
-    target=None,
+    target: Target = None,
     *,
     occluder: torch.Tensor,
     window: int = 8,
@@ -331,7 +330,7 @@ def rise_map(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torch
 def rise(
     model: nn.Module,
     x: torch.Tensor,
-    target=None,
+    target: Target = None,
     *,
     n_masks: int = 4000,
     grid: int = 8,
@@ -359,14 +358,12 @@ def rise(
     S_c = 1 / (N p) sum_i P_c(x * M_i) M_i with the softmax probability P_c and the masks of
     ``rise_masks``, the same map on every channel. Chapter 03.
     """
-    check_model(model)
     x, unbatched = check_input(model, x)
     check_spatial(x)
     for name, number in (("n_masks", n_masks), ("grid", grid), ("batch_size", batch_size)):
         check_positive_int(name, number)
     p, seed, fill = _check_probability("p", p), check_seed(seed), baseline_like(x, baseline)
-    with model_guard(model), torch.no_grad():
-        target = resolve_target(target, predict(model, x, batch_size))
+    with explaining(model, x, target, batch_size) as (target, _), torch.no_grad():
         maps = [
             rise_map(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size)
             for x_n, fill_n, t in zip(x, fill, target.tolist())
@@ -400,7 +397,7 @@ def sidu_map(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) -
 def sidu(
     model: nn.Module,
     x: torch.Tensor,
-    target=None,
+    target: Target = None,
     *,
     layer,
     threshold: float = 0.5,
@@ -431,7 +428,6 @@ def sidu(
     S_c = 1/K sum_k SD_k,c U_k M_k (the reference code's extra factor 1 / p1 = 2 left out), the same
     map on every channel. Chapter 03.
     """
-    check_model(model)
     x, unbatched = check_input(model, x)
     check_spatial(x)
     check_positive_int("batch_size", batch_size)
@@ -478,7 +474,7 @@ def _timereise_one(model, x_n, fill_n, t, n_masks, probabilities, slices, seed, 
 def timereise(
     model: nn.Module,
     x: torch.Tensor,
-    target=None,
+    target: Target = None,
     *,
     n_masks: int = 200,
     probabilities=(0.2, 0.5, 0.8),
@@ -507,7 +503,6 @@ def timereise(
     S = sum_i P_c(x * m_i) m_i / sum_i m_i (each point's mean score over the masks, weighted by how
     much they keep it), min-max scaled to [0, 1] per series; shape (N, C, L). Chapter 03.
     """
-    check_model(model)
     x, unbatched = check_input(model, x)
     check_spatial(x, one_d=True)
     check_positive_int("n_masks", n_masks)
@@ -515,8 +510,7 @@ def timereise(
     probabilities = _check_values("probabilities", probabilities, _check_probability)
     slices = _check_values("slices", slices, check_positive_int)
     seed, fill = check_seed(seed), baseline_like(x, baseline)
-    with model_guard(model), torch.no_grad():
-        target = resolve_target(target, predict(model, x, batch_size))
+    with explaining(model, x, target, batch_size) as (target, _), torch.no_grad():
         maps = torch.stack(
             [
                 _timereise_one(model, x_n, fill_n, t, n_masks, probabilities, slices, seed, batch_size)

@@ -34,6 +34,7 @@ from torch import nn
 
 from .backward import check_layers, kind, max_pool_switches, modified, rescaled, unpool
 from .core import (
+    Target,
     baseline_like,
     batch_slices,
     check_input,
@@ -42,7 +43,7 @@ from .core import (
     check_seed,
     contract,
     describe,
-    model_guard,
+    explaining,
     output_like,
     predict,
     resolve_target,
@@ -140,8 +141,7 @@ def _explain(model, x, target, segments, baseline, batch_size, shapley: Callable
         raise ValueError(f"x: expected images (N, C, H, W) or (C, H, W) to cut into segments, got {describe(x)}")
     players = _check_segments(segments, x)
     x_bar = baseline_like(x, baseline)
-    with model_guard(model), torch.no_grad():
-        target = resolve_target(target, predict(model, x, batch_size))
+    with explaining(model, x, target, batch_size) as (target, _), torch.no_grad():
         phis = []
         for n in range(x.shape[0]):
             v = lambda z, n=n: _values(model, x[n], x_bar[n], players[n], int(target[n]), z, batch_size)
@@ -200,7 +200,7 @@ def _exact_shapley(v: Callable, m: int) -> torch.Tensor:
 def exact(
     model: nn.Module,
     x: torch.Tensor,
-    target=None,
+    target: Target = None,
     *,
     segments,
     baseline="mean",
@@ -318,7 +318,7 @@ def _kernel_shap(n_samples: int, seed: int) -> Callable:
 def kernel(
     model: nn.Module,
     x: torch.Tensor,
-    target=None,
+    target: Target = None,
     *,
     segments,
     baseline="mean",
@@ -409,7 +409,7 @@ def _check_summation(contributions: torch.Tensor, delta_f: torch.Tensor) -> None
 
 
 @contract(signed=True, needs="layers", random=False, sums_to="f(x) - f(background) (summation to delta)")
-def deep(model: nn.Module, x: torch.Tensor, target=None, *, background: torch.Tensor) -> torch.Tensor:
+def deep(model: nn.Module, x: torch.Tensor, target: Target = None, *, background: torch.Tensor) -> torch.Tensor:
     """Deep SHAP: DeepLIFT rescale attributions against each background row, averaged.
 
     phi = mean_b m(x, b) * (x - b), where the multipliers m come from one backward pass through
@@ -418,15 +418,13 @@ def deep(model: nn.Module, x: torch.Tensor, target=None, *, background: torch.Te
     in-place ReLUs are handled). Sums to f_c(x) - mean_b f_c(b). Unsupported layers raise a
     ``NotImplementedError``. Chapter 02.
     """
-    check_model(model)
     x, unbatched = check_input(model, x)
     background, _ = check_input(model, background, "background")
     if background.shape[1:] != x.shape[1:]:
         raise ValueError(f"background: expected rows of shape {tuple(x.shape[1:])}, got {describe(background)}")
     nonlinear = [m for _, m, k in check_layers(model, "Deep SHAP") if k in ("relu", "activation", "maxpool")]
     background = background.to(x)
-    with model_guard(model):
-        target = resolve_target(target, predict(model, x))
+    with explaining(model, x, target) as (target, _):
         for module in model.modules():
             if hasattr(module, "inplace"):
                 module.inplace = False  # the rule reads the layer's input after the layer
@@ -462,7 +460,6 @@ def global_importance(
     mean maps (K, C, H, W), zero for a class without images; ``reduce="abs"`` the mean absolute
     attribution (C, H, W). Chapter 02.
     """
-    check_model(model)
     x, _ = check_input(model, x)
     if reduce not in ("class", "abs"):
         raise ValueError(f"reduce: expected 'class' or 'abs', got {reduce!r}")
