@@ -182,6 +182,34 @@ def test_functional_relus_are_seen(method):
     assert torch.equal(getattr(deconvnet, method)(twice, x, 0), getattr(deconvnet, method)(once, x, 0))
 
 
+class HalfRectified(nn.Module):
+    """A ReLU module, then a ReLU on half of the channels only: in place on a view, or written out."""
+
+    def __init__(self, in_place: bool):
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv1, self.relu, self.conv2 = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)
+        self.fc, self.in_place = nn.Linear(4 * 4 * 4, 3), in_place
+
+    def forward(self, x):
+        a = self.conv2(self.relu(self.conv1(x)))
+        if self.in_place:
+            a[:, :2].relu_()  # the ReLU's node hides behind the view's CopySlices node
+        else:
+            a = torch.cat([a[:, :2].relu(), a[:, 2:]], 1)
+        return self.fc(a.flatten(1))
+
+
+@pytest.mark.parametrize("method", ["deconvnet", "guided_backprop"])
+def test_an_in_place_relu_on_a_view_gets_the_rule(method):
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    explain = getattr(deconvnet, method)
+    in_place, written_out = HalfRectified(True).eval(), HalfRectified(False).eval()
+    ours = explain(in_place, x, 1)
+    assert (ours - explain(written_out, x, 1)).abs().max() <= 1e-6
+    assert (ours - gradient.saliency(in_place, x, 1, abs=False)).abs().max() > 1e-3
+
+
 def test_captum_deconvolution_on_two_relus_in_a_row():
     """Cited in chapter 07: with two ReLU modules in a row, Captum 0.9's ``Deconvolution`` returns guided backprop.
 

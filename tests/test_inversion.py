@@ -1,6 +1,5 @@
 """Chapter 04: optimization-based inversion, trained decoders, checkerboard artifacts, the prediction-vector attack."""
 
-import json
 import math
 
 import pytest
@@ -9,7 +8,7 @@ from conftest import TinyNet, assert_unchanged, state_of
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from xai_course import data, inversion, layers, models
+from xai_course import data, inversion, layers, models, training
 
 FAST = dict(steps=30, progress=False)
 
@@ -59,8 +58,6 @@ def test_unknown_layer_lists_valid_names(cnn, images):
     assert "'features.99'" in message and "'features.0'" in message and "'classifier.2'" in message
     with pytest.raises(TypeError, match="layer: expected the name of a sub-module"):
         inversion.optimize(cnn, images, 3, **FAST)
-    with pytest.raises(ValueError, match="layer"):
-        inversion.train_decoder(cnn, "conv", images, progress=False)
 
 
 # ----------------------------------------------------------------------------- priors and metrics
@@ -267,9 +264,9 @@ def test_model_unchanged_when_the_call_raises():
 
 def test_training_leaves_the_model_unchanged(cnn, images):
     before = state_of(cnn)
-    decoder = inversion.train_decoder(cnn, "classifier.2", images, epochs=1, progress=False)
+    decoder = training.train_decoder(cnn, "classifier.2", images, epochs=1, progress=False)
     inversion.decode(cnn, decoder, images)
-    attack = inversion.train_attack(cnn, images, epochs=1, progress=False)
+    attack = training.train_attack(cnn, images, epochs=1, progress=False)
     inversion.invert_predictions(cnn, attack, images)
     inversion.class_mean_baseline(cnn, images, images)
     assert_unchanged(before, cnn)
@@ -281,22 +278,6 @@ def test_training_leaves_the_model_unchanged(cnn, images):
 @pytest.fixture(scope="module")
 def train_images():
     return data.shapes(128, "train", seed=7).images
-
-
-def test_decoder_training_is_deterministic(cnn, train_images):
-    kw = dict(epochs=2, batch_size=32, progress=False)
-    torch.manual_seed(123)
-    state = torch.random.get_rng_state()
-    a = inversion.train_decoder(cnn, "features.10", train_images[:64], **kw)
-    assert torch.equal(torch.random.get_rng_state(), state)  # the global random stream is left alone
-    torch.manual_seed(456)  # and does not matter
-    b = inversion.train_decoder(cnn, "features.10", train_images[:64], **kw)
-    c = inversion.train_decoder(cnn, "features.10", train_images[:64], seed=1, **kw)
-    assert a.history == b.history and len(a.history) == 2
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(p, q), name
-    assert a.history != c.history
-    assert not a.training and a.layer == "features.10"
 
 
 def test_decoder_shapes():
@@ -350,62 +331,9 @@ def test_checkerboard_of_trained_decoders(cnn, train_images):
     test = data.shapes(16, "test", seed=0).images
     amplitude = {}
     for upsampling in inversion.UPSAMPLING:
-        decoder = inversion.train_decoder(cnn, "features.10", train_images, upsampling=upsampling, **kw)
+        decoder = training.train_decoder(cnn, "features.10", train_images, upsampling=upsampling, **kw)
         amplitude[upsampling] = inversion.checkerboard(inversion.decode(cnn, decoder, test).images).mean().item()
     assert amplitude["transposed"] > 2 * amplitude["resize_conv"], amplitude
-
-
-def test_decoder_recipes_ship_and_load(cnn, monkeypatch, tmp_path, capsys):
-    """Shipping path without touching data/: ship a tiny recipe to a temporary folder, load it back."""
-    from xai_course.__main__ import main
-
-    assert set(inversion.DECODERS) >= {"decoder_shapes_cnn_features.10", "decoder_shapes_cnn_features.10_transposed"}
-    monkeypatch.setitem(inversion.DECODERS, "tiny", inversion.DecoderRecipe(layer="features.10", n_train=32, epochs=1))
-    (tmp_path / "shapes_cnn.pt").write_bytes(data.path("shapes_cnn.pt").read_bytes())
-    (tmp_path / "manifest.json").write_text(json.dumps({"shapes_cnn.pt": data.manifest()["shapes_cnn.pt"]}))
-    monkeypatch.setenv("XAI_COURSE_DATA", str(tmp_path))
-    with pytest.raises(ValueError, match="name: expected one of the shipped files"):
-        inversion.load("tiny")  # not shipped yet
-    threads = torch.get_num_threads()
-    main(["train-inversion", "tiny"])
-    assert torch.get_num_threads() == threads  # the recipe's thread count is restored
-    entry = data.manifest()["tiny.pt"]
-    assert entry["command"] == "python -m xai_course train-inversion tiny --seed 0"
-    assert entry["sha256"] in capsys.readouterr().out and set(data.verify()) == {"shapes_cnn.pt", "tiny.pt"}
-    decoder = inversion.train("tiny", progress=False)  # the recipe reproduces the shipped bits
-    assert decoder.layer == "features.10" and decoder.scale.item() != 1.0
-    loaded = inversion.load("tiny")
-    for (name, p), q in zip(loaded.state_dict().items(), decoder.state_dict().values()):
-        assert torch.equal(p, q), name
-    x = data.canonical(2).images
-    assert torch.equal(inversion.decode(cnn, loaded, x).images, inversion.decode(cnn, decoder, x).images)
-    with pytest.raises(ValueError, match="name: expected one of the decoder recipes .* or attack recipes"):
-        inversion.train("decoder_of_nothing")
-
-
-def test_attack_recipes_ship_and_load(cnn, monkeypatch, tmp_path):
-    assert sorted(inversion.ATTACKS) == [f"attack_shapes_cnn_top{k}" for k in range(1, 5)]
-    recipe = inversion.AttackRecipe(truncation=2, n_train=64, epochs=1)
-    monkeypatch.setitem(inversion.ATTACKS, "tiny_attack", recipe)
-    (tmp_path / "shapes_cnn.pt").write_bytes(data.path("shapes_cnn.pt").read_bytes())
-    (tmp_path / "manifest.json").write_text(json.dumps({"shapes_cnn.pt": data.manifest()["shapes_cnn.pt"]}))
-    monkeypatch.setenv("XAI_COURSE_DATA", str(tmp_path))
-    entry = inversion.ship("tiny_attack")
-    assert entry["command"] == "python -m xai_course train-inversion tiny_attack --seed 0"
-    loaded, trained = inversion.load("tiny_attack"), inversion.train("tiny_attack", progress=False)
-    assert isinstance(loaded, inversion.Attack) and loaded.truncation == 2 and not loaded.training
-    for (name, p), q in zip(loaded.state_dict().items(), trained.state_dict().values()):
-        assert torch.equal(p, q), name
-    auxiliary = inversion.recipe_data("tiny_attack")
-    assert torch.equal(auxiliary.images, data.shapes(64, "train", seed=recipe.data_seed).images)
-    victims = data.shapes(8, "test", seed=3).images
-    rows = inversion.attack_table(cnn, auxiliary, victims, attacks=[loaded], progress=False)
-    expected = inversion.invert_predictions(cnn, trained, victims).pixel_error.pow(2).mean().item()
-    assert [row["k"] for row in rows] == [2] and rows[0]["attack_mse"] == pytest.approx(expected)
-    with pytest.raises(ValueError, match="attacks: given trained attacks"):
-        inversion.attack_table(cnn, auxiliary, victims, attacks=[loaded], truncations=[2], progress=False)
-    with pytest.raises(TypeError, match="attacks: expected a non-empty list of Attack"):
-        inversion.attack_table(cnn, auxiliary, victims, attacks=loaded, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -453,7 +381,7 @@ def test_align_is_yang_et_al():
 def test_attack_with_truncation(cnn):
     auxiliary = data.shapes(256, "train", seed=8).images
     victims = data.shapes(64, "test", seed=3).images
-    attack = inversion.train_attack(cnn, auxiliary, truncation=1, epochs=6, progress=False)
+    attack = training.train_attack(cnn, auxiliary, truncation=1, epochs=6, progress=False)
     assert attack.truncation == 1 and not attack.training
     assert attack.history[-1] < 0.9 * attack.history[0]
     result = inversion.invert_predictions(cnn, attack, victims)
@@ -478,11 +406,14 @@ def test_attack_with_truncation(cnn):
 
 def test_attack_table(cnn, train_images):
     victims = data.shapes(16, "test", seed=3).images
-    rows = inversion.attack_table(cnn, train_images[:64], victims, truncations=[1, 4], epochs=1, progress=False)
+    attacks = [training.train_attack(cnn, train_images[:64], truncation=k, epochs=1, progress=False) for k in (1, 4)]
+    rows = inversion.attack_table(cnn, train_images[:64], victims, attacks)
     assert [row["k"] for row in rows] == [1, 4]
     assert rows[0]["baseline_mse"] == rows[1]["baseline_mse"] > 0
     assert rows[0]["mean_mse"] == pytest.approx((train_images[:64].mean(0) - victims).pow(2).mean().item())
     assert all(0 < row["attack_mse"] < 0.25 for row in rows)
+    with pytest.raises(TypeError, match="attacks: expected a non-empty list of Attack"):
+        inversion.attack_table(cnn, train_images[:64], victims, attacks[0])
 
 
 def test_class_means_and_the_table_agree_with_the_baseline(cnn, train_images):
@@ -495,25 +426,13 @@ def test_class_means_and_the_table_agree_with_the_baseline(cnn, train_images):
         assert torch.allclose(means[k], expected)
     baseline = inversion.class_mean_baseline(cnn, auxiliary, victims)
     assert torch.equal(baseline.images, means[layers.features(cnn, victims, "classifier.2").argmax(1)])
-    attack = inversion.train_attack(cnn, auxiliary, truncation=3, epochs=1, progress=False)
-    (row,) = inversion.attack_table(cnn, auxiliary, victims, attacks=[attack], progress=False)
+    attack = training.train_attack(cnn, auxiliary, truncation=3, epochs=1, progress=False)
+    (row,) = inversion.attack_table(cnn, auxiliary, victims, [attack])
     result = inversion.invert_predictions(cnn, attack, victims)
     assert row["k"] == 3 and row["attack_mse"] == pytest.approx(result.pixel_error.pow(2).mean().item(), rel=1e-5)
     assert row["attack_ssim"] == pytest.approx(result.ssim.mean().item(), rel=1e-5)
     assert row["baseline_mse"] == pytest.approx(baseline.pixel_error.pow(2).mean().item(), rel=1e-5)
     assert row["baseline_ssim"] == pytest.approx(baseline.ssim.mean().item(), rel=1e-5)
-
-
-def test_attack_training_is_deterministic(cnn, train_images):
-    kw = dict(truncation=2, epochs=1, batch_size=32, progress=False)
-    torch.manual_seed(1)
-    a = inversion.train_attack(cnn, train_images[:64], **kw)
-    torch.manual_seed(2)
-    b = inversion.train_attack(cnn, train_images[:64], **kw)
-    c = inversion.train_attack(cnn, train_images[:64], seed=1, **kw)
-    assert a.history == b.history and a.history != c.history
-    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(p, q), name
 
 
 def test_layer_output_keeps_gradients_and_equals_features(cnn, images):

@@ -1,4 +1,4 @@
-"""rules: rules as data, trees and their paths, LORE, surrogate trees, fuzzy sets and rules, rules for a CNN."""
+"""rules: rules as data, trees and their paths, LORE, surrogate trees, rules for a CNN."""
 
 import copy
 import itertools
@@ -120,7 +120,7 @@ def test_merge_keeps_the_premise_and_one_interval_per_feature():
 
 
 def test_tree_paths_partition_the_rows_as_sklearn_routes_them(loans):
-    rows, schema = rules._table(loans)
+    rows, schema = rules.read_table(loans)
     labels = ((rows[:, 1] == 0) & (rows[:, 3] > 5000)) | ((rows[:, 5] == 1) & (rows[:, 2] > 3000))  # job, car
     tree = DecisionTreeClassifier(max_depth=5, random_state=0).fit(schema.encode(rows), labels)
     paths = rules.tree_paths(tree, schema)
@@ -155,7 +155,7 @@ def test_surrogate_finds_the_rule_features_and_scores_like_a_count(loans, mlp):
 
 
 def test_mixed_distance_against_the_formula_row_by_row(loans):
-    rows, schema = rules._table(loans)
+    rows, schema = rules.read_table(loans)
     scale = rows.std(0)
     x, z = rows[0], rows[1:40]
     d = rules.mixed_distance(x, z, schema, scale)
@@ -241,107 +241,7 @@ def test_lore_bad_input(kwargs, error, name, loans):
         rules.lore(**arguments, generations=1)
 
 
-# ----------------------------------------------------------------------------- fuzzy sets
-
-
-def test_membership_functions_against_hand_values():
-    np.testing.assert_allclose(rules.triangular([0, 1, 2, 3, 4, 5], 1, 3, 4), [0, 0, 0.5, 1, 0, 0])
-    np.testing.assert_allclose(rules.trapezoidal([0, 1.5, 2, 3, 3.5, 6], 1, 2, 3, 5), [0, 0.5, 1, 1, 0.75, 0])
-    np.testing.assert_allclose(rules.trapezoidal([-9, 0, 1.5, 3], -np.inf, -np.inf, 1, 2), [1, 1, 0.5, 0])
-    np.testing.assert_allclose(rules.gaussian([1, 3], 1, 2), [1, np.exp(-0.5)])
-    with pytest.raises(ValueError, match="a, b, c, d"):
-        rules.trapezoidal(0, 2, 1, 3, 4)
-    with pytest.raises(ValueError, match="sigma"):
-        rules.gaussian(0, 0, 0)
-
-
-def test_granules_partition_the_line_at_the_quantiles():
-    values = np.random.default_rng(6).exponential(size=500)
-    g = rules.granules(values, "income")
-    assert g.words == ("LOW", "MEDIUM", "HIGH")
-    np.testing.assert_allclose(g.centres, np.quantile(values, [0.05, 0.5, 0.95]))
-    mu = g.memberships(np.linspace(-1, 8, 301))
-    np.testing.assert_allclose(mu.sum(1), 1.0)
-    np.testing.assert_allclose(g.memberships(g.centres), np.eye(3))
-    assert g.word(0) == "LOW" and g.word(100) == "HIGH" and g.word(g.centres[1]) == "MEDIUM"
-    assert rules.granules(np.zeros(9) + np.r_[np.zeros(8), 1], words=3).centres == (0.0, 0.5, 1.0)
-
-
-def test_fuzzy_rules_against_wang_mendel_by_hand():
-    rng = np.random.default_rng(7)
-    rows = np.column_stack([rng.uniform(0, 10, 300), rng.integers(2, size=300)])
-    black_box = lambda r: ((np.asarray(r)[:, 0] > 6) & (np.asarray(r)[:, 1] == 1)).astype(int)
-    base = rules.fuzzy_rules(black_box, rows, feature_names=("x", "flag"), categorical={"flag": ("no", "yes")},
-                             classes=("grant", "deny"))  # fmt: skip
-    g, labels = base.variables[0], black_box(rows)
-    mu = g.memberships(rows[:, 0])
-    for rule in base.rules:  # firing = product of memberships, consequent and weight as Ishibuchi et al.
-        word, code = rule.words
-        firing = np.array([mu[i, word] * (rows[i, 1] == code) for i in range(len(rows))])
-        np.testing.assert_allclose(base.firing(rows)[:, base.rules.index(rule)], firing)
-        beta = [firing[labels == k].sum() for k in (0, 1)]
-        assert rule.outcome == int(np.argmax(beta))
-        assert rule.weight == pytest.approx((max(beta) - min(beta)) / sum(beta))
-    assert str(base.rules[0]).startswith("IF x is ") and " AND flag is " in str(base.rules[0])
-    assert base.fidelity >= 0.9 and base.fidelity == np.mean(base.predict(rows) == labels)
-    top = base.explain(rows[0], top=2)
-    assert len(top) == 2 and top[0][1] >= top[1][1]
-
-
-def test_fuzzy_graph_interpolates_and_covers_a_known_function():
-    square = lambda x: np.asarray(x) ** 2
-    graph = rules.fuzzy_graph(square, 0.0, 1.0, n_granules=5)
-    x = np.linspace(0, 1, 401)
-    np.testing.assert_allclose(graph(x), np.interp(x, np.linspace(0, 1, 5), np.linspace(0, 1, 5) ** 2), atol=1e-12)
-    assert np.abs(graph(x) - x**2).max() <= 0.25**2 / 8 * 2 + 1e-12  # linear interpolation error h^2/8 max|f''|
-    assert graph.membership(x, x**2).min() >= 0.5 and graph.membership(0.5, 0.9) == 0
-    for (x_lo, x_hi), (y_lo, y_hi) in graph.patches:
-        assert y_lo == pytest.approx(x_lo**2) and y_hi == pytest.approx(x_hi**2)
-    line = rules.fuzzy_graph(lambda v: 3 * np.asarray(v) - 1, -2.0, 2.0, n_granules=3)
-    np.testing.assert_allclose(line(x), 3 * x - 1)
-    assert line.rules[0] == "IF x is LOW THEN y is about -7"
-
-
 # ----------------------------------------------------------------------------- rules for a CNN
-
-
-def test_fuzzy_head_fires_products_of_gaussians():
-    torch.manual_seed(0)
-    head = rules.FuzzyHead(3, 2, rules_per_class=2)
-    with torch.no_grad():
-        head.centres.normal_()
-        head.log_sigma.uniform_(-0.5, 0.5)
-        head.mean.copy_(torch.tensor([1.0, -1.0, 0.5]))
-        head.std.copy_(torch.tensor([2.0, 0.5, 1.0]))
-    z = torch.randn(7, 3)
-    u = ((z - head.mean) / head.std).double()
-    w = torch.ones(7, 4, dtype=torch.float64)
-    for r in range(4):
-        for d in range(3):
-            c, s = head.centres[r, d].item(), head.log_sigma[r, d].exp().item()
-            w[:, r] *= torch.from_numpy(rules.gaussian(u[:, d].numpy(), c, s))
-    torch.testing.assert_close(head.log_firing(z).double(), w.log(), atol=1e-4, rtol=1e-5)
-    normalized = w / w.sum(1, keepdim=True)
-    torch.testing.assert_close(head(z).softmax(1).double(), normalized.view(7, 2, 2).sum(2), atol=1e-5, rtol=1e-5)
-    assert torch.isfinite(head.log_firing(torch.full((1, 3), 1e4))).all(), "log space: no underflow"
-
-
-def test_adam_step_matches_torch_optim_adam():
-    g = torch.Generator().manual_seed(1)
-    target = torch.randn(5, 3, generator=g)
-    ours = torch.randn(5, 3, generator=g)
-    theirs = nn.Parameter(ours.clone())
-    ours.requires_grad_(True)
-    m, v = torch.zeros_like(ours), torch.zeros_like(ours)
-    optimizer = torch.optim.Adam([theirs], lr=0.05)
-    for step in range(1, 21):
-        (gradient,) = torch.autograd.grad(((ours - target) ** 3).abs().sum(), [ours])
-        with torch.no_grad():
-            rules._adam_step(ours, gradient, m, v, step, 0.05)
-        optimizer.zero_grad()
-        ((theirs - target) ** 3).abs().sum().backward()
-        optimizer.step()
-    torch.testing.assert_close(ours.detach(), theirs.detach(), rtol=1e-6, atol=1e-7)
 
 
 def test_dissect_against_an_explicit_count():
@@ -363,7 +263,7 @@ def test_dissect_against_an_explicit_count():
     assert len(concepts.names) == 5 and concepts.names[0].startswith("concept 0 (")
 
 
-def test_cnn_concept_rules_and_fuzzy_head_mimic_the_cnn():
+def test_cnn_concept_rules_mimic_the_cnn():
     cnn = models.load("shapes_cnn")
     before = state_of(cnn)
     train, test = data.shapes(300, "train", seed=5), data.shapes(300, "test", seed=123)
@@ -374,16 +274,6 @@ def test_cnn_concept_rules_and_fuzzy_head_mimic_the_cnn():
     tree = rules.concept_rules(pooled, labels, names=concepts.names, classes=train.classes, max_depth=3)
     assert tree.score(test_pooled.double().numpy(), test_labels.numpy()) >= 0.9
     assert all(c.feature.startswith("concept ") for rule in tree.rules for c in rule.conditions)
-    head = rules.fit_fuzzy_head(pooled, train.labels, rules_per_class=2, steps=150)
-    fuzzy = rules.FuzzyCNN(cnn, head)
-    cnn_accuracy = models.accuracy(cnn, test.images, test.labels)
-    assert models.accuracy(fuzzy, test.images, test.labels) >= cnn_accuracy - 0.03
-    torch.testing.assert_close(fuzzy(test.images[:4]), head(test_pooled[:4]))
-    variables = [rules.granules(pooled[:, d], name) for d, name in enumerate(concepts.names)]
-    text = head.rules(concepts.names, variables, train.classes)
-    assert len(text) == 8 and text[0].startswith("IF concept ") and text[0].endswith("THEN circle")
-    again = rules.fit_fuzzy_head(pooled, train.labels, rules_per_class=2, steps=150)
-    assert torch.equal(again.centres, head.centres)
     assert_unchanged(before, cnn)
 
 
@@ -406,6 +296,7 @@ def test_black_box_runs_the_model_in_eval_mode_and_leaves_it_as_it_was():
     expected = [int(reference(torch.tensor(row, dtype=torch.float32)[None]).argmax()) for row in rows]
     assert labels.tolist() == expected and np.array_equal(black_box(rows), labels)  # no Dropout
     assert black_box(rows[0]) == expected[0]  # one row, one label
+    assert np.array_equal(rules.labels_of(net, rows), labels)  # a model is wrapped with black_box
     with pytest.raises(ValueError, match="rows:"):
         black_box(np.zeros((2, 5)))
     assert_unchanged(before, net)
@@ -487,34 +378,6 @@ def test_conditions_and_moves_refuse_what_they_cannot_mean():
         s.score(np.eye(3), [1])
 
 
-def test_granules_and_fuzzy_rules_of_constant_duplicated_and_inseparable_features():
-    g = rules.granules(np.full(10, 5.0))
-    assert g.centres == (4.5, 5.0, 5.5) and g.word(5.0) == "MEDIUM"
-    rng = np.random.default_rng(2)
-    rows = np.column_stack([rng.uniform(0, 10, 200), np.full(200, 3.0)])
-    above = lambda r: (np.asarray(r)[:, 0] > 6).astype(int)
-    base = rules.fuzzy_rules(above, rows)
-    assert base.fidelity >= 0.9 and all(base.variables[1].words[w] == "MEDIUM" for r in base.rules for w in r.words[1:])
-    with pytest.raises(ValueError, match="features:"):
-        rules.fuzzy_rules(above, rows, features=["x0", "x0"])
-    with pytest.raises(ValueError, match="features, words:"):
-        rules.fuzzy_rules(lambda r: np.arange(len(r)) % 2, np.array([[0.0], [0.0], [1.0], [1.0]]))
-    with pytest.raises(TypeError, match="words:"):
-        rules.granules(rows[:, 0], words="LOW")
-    with pytest.raises(ValueError, match="x:"):
-        base.explain(rows[:2])
-
-
-def test_fuzzy_graph_keeps_the_shape_of_its_input_and_refuses_a_non_finite_f():
-    graph = rules.fuzzy_graph(lambda v: np.asarray(v) ** 2, 0.0, 1.0)
-    grid = np.linspace(0, 1, 12).reshape(3, 4)
-    np.testing.assert_allclose(graph(grid), [[graph(v)[()] for v in row] for row in grid])
-    assert graph(grid).shape == (3, 4) and np.shape(graph(0.5)) == ()
-    assert rules.fuzzy_graph(lambda v: 2.0, 0.0, 1.0).rules[0] == "IF x is VERY LOW THEN y is about 2"
-    with pytest.raises(ValueError, match="f:"):
-        rules.fuzzy_graph(lambda v: np.where(np.asarray(v) > 0.5, np.inf, 0.0), 0.0, 1.0)
-
-
 class _OtherCNN(nn.Module):
     """Not the course's CNN: one input channel, a container block with BatchNorm and an in-place ReLU."""
 
@@ -531,7 +394,7 @@ class _OtherCNN(nn.Module):
         return self.head(self.block(self.stem(x)))
 
 
-def test_concept_rules_and_fuzzy_cnn_on_other_cnns():
+def test_concept_rules_on_other_cnns():
     shapes = data.shapes(24, seed=4)
     cnn = _OtherCNN().train()
     before = state_of(cnn)
@@ -539,26 +402,17 @@ def test_concept_rules_and_fuzzy_cnn_on_other_cnns():
     assert maps.shape == (24, 5, 64, 64) and torch.equal(pooled, maps.amax((2, 3)))
     tree = rules.concept_rules(pooled, labels, max_depth=None)
     assert tree.fidelity == 1.0
-    lopsided = torch.tensor([1] * 23 + [2])  # class 0 has no rows, class 2 one row for two rules
-    head = rules.fit_fuzzy_head(pooled.double(), lopsided, rules_per_class=2, steps=20)
-    assert head.centres.dtype == torch.float64 and torch.isfinite(head.centres).all()
-    fuzzy = rules.FuzzyCNN(cnn, head.float(), layer=cnn.block)  # a sub-module, not its name
-    fuzzy.train()
-    assert not fuzzy.cnn.training and fuzzy.head.training
-    torch.testing.assert_close(fuzzy(shapes.images[:3].mean(1, keepdim=True)), head.float()(pooled[:3]))
     assert_unchanged(before, cnn)
-    with pytest.raises(ValueError, match="head:"):
-        rules.FuzzyCNN(cnn, rules.FuzzyHead(7, 3), layer="block")(shapes.images[:2].mean(1, keepdim=True))
     with pytest.raises(TypeError, match="labels:"):
         rules.concept_rules(pooled, labels.float())
     with pytest.raises(ValueError, match="pooled:"):
         rules.concept_rules(pooled * float("nan"), labels)
 
 
-def test_dissect_and_fuzzy_cnn_on_a_1d_cnn_against_an_explicit_count():
+def test_dissect_on_a_1d_cnn_against_an_explicit_count():
     series = data.timeseries(12, seed=2)
     cnn = _OtherCNN(nn.Conv1d, nn.AdaptiveAvgPool1d).eval()
-    labels, maps, pooled = rules.concept_activations(cnn, series.series, layer="block")
+    _, maps, _ = rules.concept_activations(cnn, series.series, layer="block")
     concepts = rules.dissect(maps, series, quantile=0.8, batch_size=5)
     for c in range(5):
         threshold = torch.quantile(maps[:, c].flatten(), 0.8)
@@ -570,5 +424,3 @@ def test_dissect_and_fuzzy_cnn_on_a_1d_cnn_against_an_explicit_count():
                 sum(int((a | b).sum()) for a, b in zip(on, truth)),
             )
             assert concepts.iou[c, k].item() == pytest.approx(inter / union, abs=1e-6)
-    head = rules.fit_fuzzy_head(pooled, labels, steps=5)
-    torch.testing.assert_close(rules.FuzzyCNN(cnn, head, layer="block")(series.series), head(pooled))

@@ -2,8 +2,9 @@
 
 Import the modules you need (``import xai_course as xc`` gives them all):
 ``core``, ``data``, ``models``, ``gradient``, ``plot``, ``widgets``, ``evaluate``, ``lrp``, ``shap``,
-``occlusion``, ``layers`` (the output of a layer), ``inversion``, ``rules``, ``deep_taylor``, ``deconvnet``,
-``guide`` (the method registry and chooser of chapter 08), ``exercises`` (the self-checks of the exercises).
+``occlusion``, ``layers`` (the output of a layer), ``inversion``, ``rules``, ``fuzzy``, ``deep_taylor``,
+``deconvnet``, ``guide`` (the method registry and chooser of chapter 08), ``exercises`` (the self-checks of
+the exercises), ``training`` (training the course's networks and shipping their weights).
 """
 
 from . import (
@@ -13,6 +14,7 @@ from . import (
     deep_taylor,
     evaluate,
     exercises,
+    fuzzy,
     gradient,
     guide,
     inversion,
@@ -23,9 +25,11 @@ from . import (
     plot,
     rules,
     shap,
+    training,
     widgets,
 )
 
-__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "exercises", "gradient", "guide", "inversion",
-           "layers", "lrp", "models", "occlusion", "plot", "rules", "shap", "widgets"]  # fmt: skip
+__all__ = ["core", "data", "deconvnet", "deep_taylor", "evaluate", "exercises", "fuzzy", "gradient", "guide",
+           "inversion", "layers", "lrp", "models", "occlusion", "plot", "rules", "shap", "training",
+           "widgets"]  # fmt: skip
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 
 import argparse
 
-from . import data, inversion, models
+from . import data, inversion, models, training
 
 
 def main(argv=None) -> None:
@@ -20,8 +20,7 @@ def main(argv=None) -> None:
     commands.add_parser("verify", help="check the SHA-256 of every shipped file")
     args = parser.parse_args(argv)
     if args.command in ("train", "train-inversion"):
-        ship = models.ship if args.command == "train" else inversion.ship
-        entry = ship(args.name, seed=args.seed)
+        entry = training.ship(args.name, seed=args.seed)
         print(f"{args.name}: {entry['size']} bytes, sha256 {entry['sha256']}")
     else:
         for name in data.verify():

@@ -7,15 +7,16 @@ layer's output again, equal in value, but with the backward pass the method want
 - ``rescaled(output, z, scale)`` = [output] + (z - [z]) [scale], with [.] detached: the value of the output,
   and a backward pass that sends the incoming gradient c back through z multiplied by ``scale``. LRP (z a
   rule's modified forward pass, scale = output / z) and Deep SHAP's rescale rule (scale = dy / dz) are so.
-- ``ReLURule``: a ReLU whose backward pass is any function of the incoming gradient R_out: deconvnet's
-  max(R_out, 0), guided backprop's R_out 1[z > 0] 1[R_out > 0].
+- ``relu_rule(backward)``: a ReLU whose backward pass is any function of the incoming gradient R_out
+  (deconvnet's max(R_out, 0), guided backprop's R_out 1[z > 0] 1[R_out > 0]), through a hook on the node of
+  each ReLU call in the autograd graph, or ``ReLURule``, an autograd function.
 
 ``modified(model, rules)`` registers rules on modules through their handles and removes them when the block
 ends, even on an error; ``relu_rule(backward)`` applies a ReLU rule to every ReLU *call*, functional ones
-(``F.relu``, ``x.relu()``) included. Neither patches anything outside the model, and the second watches
-function calls only in the calling thread (a ``TorchFunctionMode``). ``LAYERS`` is the one registry of layer
-types, ``check_layers`` says which a method supports; max-pooling's switches and unpooling live here once.
-Introduced in chapter 01.
+(``F.relu``, ``x.relu()``) included, in the autograd graph of one forward pass. Neither patches anything
+outside the model, and the second watches function calls, when it must, only in the calling thread (a
+``TorchFunctionMode``). ``LAYERS`` is the one registry of layer types, ``check_layers`` says which a method
+supports; max-pooling's switches and unpooling live here once. Introduced in chapter 01.
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ def modified(model: nn.Module, rules: Mapping[nn.Module, Rule], before: Mapping 
 
 
 class ReLURule(torch.autograd.Function):
-    """y = max(z, 0) in the forward pass; ``backward(r_out, y)`` in the backward pass. Chapter 07.
-    """
+    """y = max(z, 0) in the forward pass; ``backward(r_out, r_out 1[z > 0])`` in the backward pass: the rule gets the
+    incoming gradient and the ReLU's own gradient of it, a new tensor that it may write into. Chapter 07."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, backward: Callable, inplace: bool) -> torch.Tensor:
@@ -152,7 +153,7 @@ class ReLURule(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r_out: torch.Tensor):
         (y,) = ctx.saved_tensors
-        return ctx.rule(r_out, y), None, None
+        return ctx.rule(r_out, torch.ops.aten.threshold_backward(r_out, y, 0)), None, None
 
 
 _RELU_CALLS = (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
@@ -187,41 +188,42 @@ class _EveryReLU(TorchFunctionMode):
 
 
 def relu_rule(backward: Callable) -> Callable:
-    """``forward(model, x)``: the model's output on ``x`` in which every ReLU call, module or functional, has the
-    backward pass ``backward(r_out, y)``; a call of another activation raises ``NotImplementedError``.
+    """``forward(model, x)``: the model's output on ``x``, in which every ReLU call, module or
+    functional, has the backward pass ``backward(r_out, r_out 1[z > 0])``: the incoming gradient
+    and the ReLU's own gradient, which the rule may write into. Another activation raises
+    ``NotImplementedError``.
 
-    Fast when the model's ReLUs are ``nn.ReLU`` modules: a rule on each (made not in place: the rule reads
-    the ReLU's input; the caller's ``model_guard`` restores the flag), then a look at the autograd graph of
-    the output for activations the rules did not see. If there are any (``F.relu``, ``x.relu()``, other
-    activations), the forward pass runs again with every call watched (a ``TorchFunctionMode`` of this
-    thread). Chapter 07.
+    The forward pass runs unchanged; then the node of each ReLU call in the autograd graph of the
+    output gets a hook that returns the rule instead of the ReLU's gradient. The graph belongs to
+    this forward pass alone, so neither the model nor another thread sees the rule. If the graph
+    holds another activation, or hides one (an in-place operation on a view), the forward pass
+    runs again with every call watched (a ``TorchFunctionMode`` of this thread). Chapter 07.
     """
 
-    def rule(module, inputs, output):
-        return ReLURule.apply(inputs[0], backward, False)
-
     def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        relus = [m for m in model.modules() if type(m) is nn.ReLU]
-        for relu in relus:
-            relu.inplace = False
-        with modified(model, dict.fromkeys(relus, rule)):
-            out = model(x.clone())  # a copy: x stays untouched for a second pass
-        if isinstance(out, torch.Tensor) and not _unseen_activations(out):
-            return out
-        with _EveryReLU(backward):
-            return model(x)
+        out = model(x.clone())  # a copy: x stays untouched for a second pass
+        relus = _relu_nodes(out) if isinstance(out, torch.Tensor) else None
+        if relus is None:
+            with _EveryReLU(backward):
+                return model(x)
+        for node in relus:  # a node's hook gets the gradients it computed and those it received
+            node.register_hook(lambda gradient, r_out: (backward(r_out[0], gradient[0]),))
+        return out
 
     return forward
 
 
 _ACTIVATION_NODES = re.compile(
     "Relu|Threshold|Sigmoid|Tanh|Elu|Gelu|Silu|Mish|Softplus|Hardtanh|Hardswish|Softmax|Clamp|Prelu|Glu|shrink"
-)  # the autograd nodes of activations: ReluBackward0, ...
+    "|CopySlices"
+)  # the autograd nodes of activations (ReluBackward0, ...) and of in-place operations on views, which hide theirs
 
 
-def _unseen_activations(output: torch.Tensor) -> bool:
-    """Whether ``output`` was computed through an activation (a node of its autograd graph) other than ReLURule."""
-    return any(_ACTIVATION_NODES.search(type(node).__name__) for node in autograd_nodes(output))
+def _relu_nodes(output: torch.Tensor) -> list | None:
+    """The nodes of the ReLU calls that ``output`` was computed through (its autograd graph); None if it was also
+    computed through another activation, or an in-place operation on a view."""
+    nodes = [node for node in autograd_nodes(output) if _ACTIVATION_NODES.search(type(node).__name__)]
+    return nodes if all(type(node).__name__.startswith("ReluBackward") for node in nodes) else None
 
 
 def autograd_nodes(output: torch.Tensor) -> set:

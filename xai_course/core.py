@@ -1,8 +1,7 @@
 """Shared parts of every method: input checks, targets, the model guard, batching.
 
-Every attribution method of the course follows one calling contract
-(``method(model, x, target=None, **parameters)``); the helpers here make that
-contract cheap to keep. Introduced in chapter 00.
+Every attribution method of the course follows one calling contract (``method(model, x, target=None, **parameters)``);
+the helpers here make that contract cheap to keep. Introduced in chapter 00.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,10 +63,9 @@ def sample_ndim(model: nn.Module, x: torch.Tensor) -> int:
 def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, bool]:
     """Validate ``x`` and return a batched copy of it, plus whether it came unbatched.
 
-    ``x`` must be a finite floating-point tensor ``(N, C, H, W)`` or ``(N, C, L)`` with the
-    dtype and device of the model's parameters; one sample without the batch dimension is
-    accepted. The copy keeps the caller's tensor safe from a model that writes into its
-    input (an in-place ReLU first). Chapter 00.
+    ``x`` must be a finite floating-point tensor ``(N, C, H, W)`` or ``(N, C, L)`` with the dtype and device of the
+    model's parameters; one sample without the batch dimension is accepted. The copy keeps the caller's tensor safe from
+    a model that writes into its input (an in-place ReLU first). Chapter 00.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a float tensor (N, C, H, W) or (N, C, L), got {describe(x)}")
@@ -84,7 +83,12 @@ def check_input(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, boo
         raise ValueError(f"{name}: expected at least one sample with values, got {describe(x)}")
     if not torch.isfinite(torch.stack(torch.aminmax(x))).all():  # NaN or inf reach the min or max; one pass
         raise ValueError(f"{name}: expected finite values, got a tensor containing NaN or inf")
-    _check_like_parameters(model, x, name)
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if p is not None and (x.dtype, x.device) != (p.dtype, p.device):
+        raise TypeError(
+            f"{name}: expected a {p.dtype} tensor on {p.device}, like the model's parameters, got {describe(x)} on "
+            f"{x.device}; convert one of them, e.g. x.to(next(model.parameters()))"
+        )
     return x.detach().clone(), unbatched
 
 
@@ -94,16 +98,6 @@ def check_spatial(x: torch.Tensor, one_d: bool = False) -> None:
     layout = "(N, C, L)" if one_d else "(N, C, H, W) or (N, C, L)"
     if x.ndim not in ((3,) if one_d else (3, 4)):
         raise ValueError(f"x: expected inputs {layout} (or one unbatched sample), got {describe(x)}")
-
-
-def _check_like_parameters(model: nn.Module, x: torch.Tensor, name: str) -> None:
-    """TypeError unless ``x`` has the dtype and device of the model's first floating-point parameter."""
-    p = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if p is not None and (x.dtype, x.device) != (p.dtype, p.device):
-        raise TypeError(
-            f"{name}: expected a {p.dtype} tensor on {p.device}, like the model's parameters, got {describe(x)} on "
-            f"{x.device}; convert one of them, e.g. x.to(next(model.parameters()))"
-        )
 
 
 Target = int | torch.Tensor | None  # the class to explain: None (the predicted one), an int, or a LongTensor (N,)
@@ -221,11 +215,9 @@ def _cpu_quota(cgroup: str) -> float | None:
     """quota / period of cgroup v2 (``cpu.max``) or v1 (``cpu/cpu.cfs_quota_us``); None where there is no quota."""
     for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
         try:
-            with open(os.path.join(cgroup, quota_file)) as f:
-                words = f.read().split()
+            words = Path(cgroup, quota_file).read_text().split()
             if period_file is not None:
-                with open(os.path.join(cgroup, period_file)) as f:
-                    words += f.read().split()
+                words += Path(cgroup, period_file).read_text().split()
         except OSError:
             continue
         quota, period = words[:2]
@@ -397,15 +389,14 @@ def target_gradient(
     """
     check_model(model)
     x, unbatched = check_input(model, x)
-    with model_guard(model):
-        with torch.enable_grad():
-            inputs = x.requires_grad_(True)  # check_input's copy
-            run = forward or nn.Module.__call__
-            logits = run(model, inputs.clone())  # a copy: a model may write into its input
-            target = resolve_target(target, logits)
-            check_differentiable(logits)
-            score = logits.gather(1, target.unsqueeze(1)).sum()
-            (grad,) = torch.autograd.grad(score, inputs)
+    with model_guard(model), torch.enable_grad():
+        inputs = x.requires_grad_(True)  # check_input's copy
+        run = forward or nn.Module.__call__
+        logits = run(model, inputs.clone())  # a copy: a model may write into its input
+        target = resolve_target(target, logits)
+        check_differentiable(logits)
+        score = logits.gather(1, target.unsqueeze(1)).sum()
+        (grad,) = torch.autograd.grad(score, inputs)
     return x.detach(), grad, unbatched
 
 

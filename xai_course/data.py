@@ -1,29 +1,24 @@
 """The course data: synthetic images and time series with ground truth, and the registry of shipped files.
 
-Every image of ``shapes`` holds one class-defining shape (circle, square, triangle
-or cross) at a random position, size, rotation and colour, on a textured
-background with up to three distractors (rings and bars) that belong to no class.
-``masks`` marks the pixels of the class-defining shape, so an explanation can be
-checked against the truth instead of only looked at. Introduced in chapter 00.
+Every image of ``shapes`` holds one class-defining shape (circle, square, triangle or cross) at a random position,
+size, rotation and colour, on a textured background with up to three distractors (rings and bars) that belong to
+no class. ``masks`` marks the pixels of the class-defining shape, so an explanation can be checked against the
+truth instead of only looked at. Introduced in chapter 00.
 
-Every series of ``timeseries`` (chapter 03) holds one class-defining pattern (a sine
-burst, a square pulse, a triangle or a chirp) at a random position in noise on a
-slow drift, sometimes with a short spike that belongs to no class; ``masks`` marks
-the samples of the pattern. ``occlude`` pastes random patches on images or series.
-
-Every row of ``loans`` (chapter 05) is a loan application (age, job, income, amount,
-duration, car, housing, children) decided by a known rule with a little label noise, so
-that rule explanations can be checked against the rule that really made the decisions.
+Every series of ``timeseries`` (chapter 03) holds one class-defining pattern in noise, marked by its ``masks``, and
+every row of ``loans`` (chapter 05) is a loan application decided by a known rule, so that rule explanations can
+be checked against the rule that really made the decisions. ``occlude`` pastes random patches on images or series.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +53,25 @@ LOAN_RULE = (
 )
 
 
+class _Rows:
+    """What the data sets share: ``len(data)`` rows, and ``data[index]``, the same kind of data set holding the
+    rows ``index`` (an int, slice or indices) of every tensor field and a copy of the other fields."""
+
+    def __len__(self) -> int:
+        first = fields(self)[0].name  # images, series or features
+        return getattr(self, first).shape[0]
+
+    def __getitem__(self, index):
+        pick = torch.arange(len(self))[index].reshape(-1)
+        parts = {}
+        for attribute in fields(self):
+            value = getattr(self, attribute.name)
+            parts[attribute.name] = value[pick] if isinstance(value, torch.Tensor) else copy.copy(value)
+        return type(self)(**parts)
+
+
 @dataclass
-class Shapes:
+class Shapes(_Rows):
     """A batch of course images with labels and ground-truth masks. Chapter 00.
 
     Attributes
@@ -78,14 +90,6 @@ class Shapes:
     classes: tuple = CLASSES
     tag_masks: torch.Tensor | None = None
     tag_class: int | None = None
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index) -> Shapes:
-        pick = torch.arange(len(self))[index].reshape(-1)
-        tags = None if self.tag_masks is None else self.tag_masks[pick]
-        return Shapes(self.images[pick], self.labels[pick], self.masks[pick], self.classes, tags, self.tag_class)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -126,12 +130,6 @@ def _sdf(kind: str, u, v, r):
     raise ValueError(kind)
 
 
-def _coverage(kind, cx, cy, r, theta):
-    """Anti-aliased coverage in [0, 1] of one shape per image, shape (n, H, W)."""
-    u, v = _local(cx, cy, theta)
-    return (0.5 - _sdf(kind, u, v, r)).clamp_(0.0, 1.0)
-
-
 def _contrasting_colour(g: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """Random RGB colours whose brightness differs from ``background`` by at least 0.25."""
     n = background.shape[0]
@@ -169,12 +167,13 @@ def _paint(image, alpha, colour):
 
 
 def _layer(kinds, choice, cx, cy, r, theta, n) -> torch.Tensor:
-    """Coverage (n, H, W) of one shape per image, ``kinds[choice[i]]`` for image i."""
+    """Anti-aliased coverage in [0, 1], (n, H, W), of one shape per image, ``kinds[choice[i]]`` for image i."""
     alpha = torch.zeros(n, SIZE, SIZE)
     for k, kind in enumerate(kinds):
         idx = torch.nonzero(choice == k).flatten()
         if idx.numel():
-            alpha[idx] = _coverage(kind, cx[idx], cy[idx], r[idx], theta[idx])
+            u, v = _local(cx[idx], cy[idx], theta[idx])
+            alpha[idx] = (0.5 - _sdf(kind, u, v, r[idx])).clamp_(0.0, 1.0)
     return alpha
 
 
@@ -266,8 +265,7 @@ def shapes(n: int, split: str = "test", seed: int = 0, clever_hans: bool = False
             full_masks = torch.empty(_CHUNK, SIZE, SIZE, dtype=torch.bool)
             labels[part] = _render_chunk(g, full_images, full_masks)[: n - start]
             images[part], masks[part] = full_images[: n - start], full_masks[: n - start]
-    data = Shapes(images, labels, masks)
-    data.tag_masks = torch.zeros_like(data.masks)
+    data = Shapes(images, labels, masks, tag_masks=torch.zeros_like(masks))
     if clever_hans:
         data.tag_class = TAG_CLASS
         if split == "train":
@@ -293,7 +291,7 @@ def canonical(n: int = 8) -> Shapes:
 
 
 @dataclass
-class Series:
+class Series(_Rows):
     """A batch of course time series with labels and ground-truth masks. Chapter 03.
 
     Attributes
@@ -308,13 +306,6 @@ class Series:
     labels: torch.Tensor
     masks: torch.Tensor
     classes: tuple = SERIES_CLASSES
-
-    def __len__(self) -> int:
-        return self.series.shape[0]
-
-    def __getitem__(self, index) -> Series:
-        pick = torch.arange(len(self))[index].reshape(-1)
-        return Series(self.series[pick], self.labels[pick], self.masks[pick], self.classes)
 
 
 def _patterns(u: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
@@ -383,12 +374,10 @@ def occlude(
         raise TypeError(f"x: expected a float tensor (N, C, H, W) or (N, C, L), got {got}")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
-    if not (isinstance(sizes, (tuple, list)) and len(sizes) == 2 and all(isinstance(s, int) for s in sizes)) or not (
-        1 <= sizes[0] <= sizes[1]
-    ):
-        raise ValueError(
-            f"sizes: expected (smallest, largest) patch side, two ints with 1 <= smallest <= largest, got {sizes!r}"
-        )
+    two_ints = isinstance(sizes, (tuple, list)) and len(sizes) == 2 and all(isinstance(s, int) for s in sizes)
+    if not two_ints or not 1 <= sizes[0] <= sizes[1]:
+        expected = "(smallest, largest) patch side, two ints with 1 <= smallest <= largest"
+        raise ValueError(f"sizes: expected {expected}, got {sizes!r}")
     if isinstance(values, (int, float)):
         values = (values,)
     if not isinstance(values, (tuple, list)) or not values or not all(_is_real(v) for v in values):
@@ -417,7 +406,7 @@ def _is_real(value) -> bool:
 
 
 @dataclass
-class Loans:
+class Loans(_Rows):
     """A table of loan applications with the bank's decisions and the rule that made them. Chapter 05.
 
     Attributes
@@ -439,14 +428,6 @@ class Loans:
     classes: tuple = LOAN_CLASSES
     rule: str = LOAN_RULE
 
-    def __len__(self) -> int:
-        return self.features.shape[0]
-
-    def __getitem__(self, index) -> Loans:
-        pick = torch.arange(len(self))[index].reshape(-1)
-        rows = (self.features[pick], self.labels[pick], self.noisy[pick])
-        return Loans(*rows, self.feature_names, dict(self.categorical), self.classes, self.rule)
-
 
 def loan_decision(features: torch.Tensor) -> torch.Tensor:
     """The true rule ``LOAN_RULE`` on rows of ``features`` (N, F), or one row (F,): True where it denies the loan.
@@ -454,12 +435,11 @@ def loan_decision(features: torch.Tensor) -> torch.Tensor:
     The columns are ``LOAN_FEATURES``; a numpy array is taken as a tensor. Chapter 05.
     """
     features = torch.from_numpy(features) if isinstance(features, np.ndarray) else features
+    columns = len(LOAN_FEATURES)
     if not isinstance(features, torch.Tensor):
-        raise TypeError(f"features: expected a tensor of rows (N, {len(LOAN_FEATURES)}), got {type(features).__name__}")
-    if features.ndim not in (1, 2) or features.shape[-1] != len(LOAN_FEATURES):
-        raise ValueError(
-            f"features: expected rows (N, {len(LOAN_FEATURES)}) or one row, got shape {tuple(features.shape)}"
-        )
+        raise TypeError(f"features: expected a tensor of rows (N, {columns}), got {type(features).__name__}")
+    if features.ndim not in (1, 2) or features.shape[-1] != columns:
+        raise ValueError(f"features: expected rows (N, {columns}) or one row, got shape {tuple(features.shape)}")
     age, job, income, amount, duration, car = (features[..., LOAN_FEATURES.index(name)] for name in LOAN_FEATURES[:6])
     none, no_car = job == LOAN_CATEGORICAL["job"].index("none"), car == LOAN_CATEGORICAL["car"].index("no")
     young_unemployed = (age <= 25) & none & (amount > 5000)
@@ -513,12 +493,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _repository_data() -> Path | None:
-    """The repository's ``data/`` when the package runs from the repository, else None.
-
-    The package runs from the repository (a clone on the path, or ``pip install -e .``) when the folder above it
-    holds the ``pyproject.toml`` of this project, ``name = "xai-course"``; a folder named ``data`` beside an
-    installed package (another project's, in ``site-packages``) is never taken.
-    """
+    """The repository's ``data/`` when the folder above the package holds this project's ``pyproject.toml``
+    (``name = "xai-course"``), else None: a ``data`` folder beside another project's package is never taken."""
     try:
         text = (_PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -594,21 +570,12 @@ def sha256(path: Path) -> str:
 
 def _check_file_name(name) -> str:
     """``name`` if it is a plain file name inside the data folder, else a ``ValueError`` that names it."""
-    if (
-        not isinstance(name, str)
-        or name in ("", ".", "..", "manifest.json")
-        or any(character in name for character in "/\\:\0")
-    ):
+    if not isinstance(name, str) or name in ("", ".", "..", "manifest.json") or set(name) & set("/\\:\0"):
         raise ValueError(
             "name: expected the plain name of a file inside the data folder (no '/', '\\' or ':', not '.', '..' "
             f"or 'manifest.json'), got {name!r}"
         )
     return name
-
-
-def _restore(name: str, entry: dict) -> str:
-    rebuild = f" or rebuild it with `{entry['command']}`" if entry.get("command") else ""
-    return f"restore it (`git checkout data/{name}` in the repository, or reinstall the package){rebuild}"
 
 
 def path(name: str) -> Path:
@@ -623,20 +590,17 @@ def path(name: str) -> Path:
     if name not in entries:
         raise ValueError(f"name: expected one of the shipped files {sorted(entries)}, got {name!r}")
     entry, file = entries[name], folder / name
+    rebuild = f" or rebuild it with `{entry['command']}`" if entry.get("command") else ""
+    restore = f"restore it (`git checkout data/{name}` in the repository, or reinstall the package){rebuild}"
     if not file.is_file():
-        raise FileNotFoundError(f"shipped file {name} is missing from {folder}; {_restore(name, entry)}")
+        raise FileNotFoundError(f"shipped file {name} is missing from {folder}; {restore}")
+    corrupt = f"shipped file {name} is corrupt or was changed"
     size = file.stat().st_size
     if size != entry["size"]:
-        raise OSError(
-            f"shipped file {name} is corrupt or was changed: {size} bytes, the manifest says {entry['size']}; "
-            f"{_restore(name, entry)}"
-        )
+        raise OSError(f"{corrupt}: {size} bytes, the manifest says {entry['size']}; {restore}")
     actual = sha256(file)
     if actual != entry["sha256"]:
-        raise OSError(
-            f"shipped file {name} is corrupt or was changed: SHA-256 {actual} does not match the manifest "
-            f"({entry['sha256']}); {_restore(name, entry)}"
-        )
+        raise OSError(f"{corrupt}: SHA-256 {actual} does not match the manifest ({entry['sha256']}); {restore}")
     return file
 
 
@@ -645,7 +609,7 @@ def ship(name: str, state: dict, command: str) -> dict:
 
     ``name`` must be a plain file name (as for ``path``). Writes ``data_dir() / name`` with ``torch.save``,
     then the manifest entry: its SHA-256, its size in bytes and ``command``, the command line that rebuilds it.
-    Returns the entry. Used by ``models.ship`` and ``inversion.ship``. Chapter 00.
+    Returns the entry. Used by ``training.ship``. Chapter 00.
     """
     _check_file_name(name)
     folder = data_dir()

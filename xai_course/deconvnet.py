@@ -18,12 +18,12 @@ masks: R_in = R_out 1[z > 0] 1[R_out > 0]. Saliency (Simonyan, Vedaldi & Zisserm
 gradient (``gradient.saliency``).
 
 The modified backward pass is a rule for the ReLU (``deconvnet_rule``, ``guided_rule``), applied by the engine
-of ``backward`` to every ReLU *call* of the forward pass (``backward.relu_rule``): ``nn.ReLU`` modules (in place
-or not, one module reused several times) get it through hooks, and functional calls (``F.relu``, ``torch.relu``,
-``x.relu()``), which the engine finds in the autograd graph, through a ``TorchFunctionMode`` of the calling
-thread. A call of any other activation (sigmoid, tanh, GELU, leaky ReLU, softmax, clamp, ...) raises
-``NotImplementedError``. A ReLU written as other arithmetic (``x * (x > 0)``, ``torch.where``) cannot be seen
-and keeps its plain gradient. TorchScript modules are not seen either.
+of ``backward`` to every ReLU *call* of the forward pass (``backward.relu_rule``): the forward pass runs
+unchanged, then the node of each ReLU call in the autograd graph of the logits gets a hook that returns the rule:
+``nn.ReLU`` modules (in place or not, one module reused several times) and functional calls (``F.relu``,
+``torch.relu``, ``x.relu()``) alike. A call of any other activation (sigmoid, tanh, GELU, leaky ReLU, softmax,
+clamp, ...) raises ``NotImplementedError``. A ReLU written as other arithmetic (``x * (x > 0)``, ``torch.where``)
+cannot be seen and keeps its plain gradient. TorchScript modules may not be seen either.
 
 The maps hardly depend on the target class or on the upper layers' weights (Nie, Zhang & Patel 2018;
 Adebayo et al. 2018): ``target_similarity`` and ``evaluate.randomization_check`` measure this.
@@ -31,9 +31,11 @@ Deconvolutional (transposed-convolution) layers also upsample images, as in supe
 uneven overlap makes checkerboard artifacts (Odena, Dumoulin & Olah 2016); ``train_upsampler`` shows both
 effects, and ``inversion.checkerboard`` measures the artifacts.
 
-Speed (``python benchmarks/deconvnet_speed.py``: 1, 8 and 32 course images, ShapesCNN, median of 21): the same
-forward and backward pass as Captum's hooks, op for op, so the time ratio to Captum is close to 1 (1.00 to 1.07
-for 1 and 8 images, 0.86 to 0.99 for 32). Introduced in chapter 07.
+Speed (``python benchmarks/deconvnet_speed.py``: 1, 8 and 32 course images, ShapesCNN, median of 21): the model's
+own forward pass and a backward pass with one hook call per ReLU, which writes the rule into the ReLU's gradient;
+Captum's hooks add two autograd nodes, several Python calls and a new tensor per ReLU. The time ratio to Captum
+is 0.83 to 0.98 for 8 and 32 images; for one image (0.93 to 1.02) the package's own checks and model guard weigh
+as much as the saving. Introduced in chapter 07.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as course_data
-from . import inversion
+from . import inversion, training
 from .backward import max_pool_switches, modified, relu_rule, unpool
 from .core import (
     batch_slices,
@@ -70,19 +72,19 @@ from .evaluate import spearman
 # ----------------------------------------------------------------------------- the modified ReLU backward passes
 
 
-def deconvnet_rule(r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def deconvnet_rule(r_out: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     """The deconvnet's ReLU backward pass: R_in = max(R_out, 0), whatever the forward ReLU let
-    through. Chapter 07."""
-    return r_out.clamp(min=0)
+    through.
+
+    ``gradient`` = R_out 1[z > 0], the ReLU's own gradient, is not needed: R_in is written into
+    it (a tensor of this backward pass alone, so no new one is allocated). Chapter 07."""
+    return torch.clamp(r_out, min=0, out=gradient)
 
 
-def guided_rule(r_out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Guided backprop's ReLU backward pass: R_in = R_out 1[z > 0] 1[R_out > 0] (y > 0 exactly where
-    z > 0).
-
-    The ReLU's own gradient (PyTorch's ``threshold_backward``), then max(., 0). Chapter 07.
-    """
-    return torch.ops.aten.threshold_backward(r_out, y, 0).clamp_(min=0)
+def guided_rule(r_out: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """Guided backprop's ReLU backward pass: R_in = R_out 1[z > 0] 1[R_out > 0], the ReLU's own
+    gradient ``gradient`` = R_out 1[z > 0], then max(., 0) (in place). Chapter 07."""
+    return gradient.clamp_(min=0)
 
 
 def _modified_gradient(model, x, target, rule) -> torch.Tensor:
@@ -588,8 +590,8 @@ def train_upsampler(
     """Train an ``Upsampler`` to take 32 x 32 course images back to 64 x 64, and measure it.
 
     The training images are ``n_train`` course images (``data.shapes``, train split, ``seed``) and their
-    ``downsample``; the network is fitted with Adam on the pixel MSE (``inversion``'s decoder training, a
-    one-cycle schedule peaking at ``lr``), deterministic for a ``seed``. The errors are measured on ``n_test``
+    ``downsample``; the network is fitted with Adam on the pixel MSE (``training.fit``, a one-cycle schedule
+    peaking at ``lr``), deterministic for a ``seed``. The errors are measured on ``n_test``
     test-split images, against bilinear upsampling of the same inputs. Chapter 07.
     """
     for name, value in (("n_train", n_train), ("n_test", n_test), ("epochs", epochs), ("batch_size", batch_size)):
@@ -598,17 +600,14 @@ def train_upsampler(
     seed = check_seed(seed)
     high = course_data.shapes(n_train, "train", seed=seed).images
     test = course_data.shapes(n_test, "test", seed=seed).images
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = Upsampler(high.shape[1], width, upsampling=upsampling, kernel_size=kernel_size, residual=residual)
-        torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # PyTorch's one-time import on a first optimizer: not timed
-        start = time.perf_counter()
-        history = inversion.fit_mse(
-            net, downsample(high), high, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-            progress=progress, desc="upsampler",
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-    net.eval()
+    torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # PyTorch's one-time import on a first optimizer: not timed
+    start = time.perf_counter()
+    net, history = training.fit(
+        lambda: Upsampler(high.shape[1], width, upsampling=upsampling, kernel_size=kernel_size, residual=residual),
+        (downsample(high), high), epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+        desc="upsampler",
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
     with torch.no_grad():
         low = downsample(test)
         output = net(low)

@@ -93,8 +93,7 @@ def composite(input_rule: str = "zb", *, low=0.0, high=1.0) -> lrp.Composite:
     ``input_rule`` at the input.
 
     ``input_rule`` is "zb" (inputs in [low, high]), "w2" (unbounded inputs) or "zplus" (z+ at the input
-    too: the root point of inputs >= 0 is 0). Sums and average pooling split by positive contributions.
-    Chapter 06.
+    too: the root point of inputs >= 0 is 0). Sums and average pooling split by positive contributions. Chapter 06.
     """
     if input_rule not in INPUT_RULES:
         raise ValueError(
@@ -214,7 +213,6 @@ def _bisect(z, t_low: float, t_high: float, steps: int = 200) -> float:
 
 def line_search(x, w, b, v) -> float:
     """The step t of the root x - t v of z(x) = x . w + b: bracketed by doubling, then bisected.
-
     Chapter 06."""
     z = lambda t: ((x - t * v) @ w + b).item()
     if z(0.0) <= 0:
@@ -274,9 +272,8 @@ def taylor_neuron(x, w, b=0.0, *, rule: str = "zplus", low=0.0, high=1.0) -> Tay
         middle = (0.5 * (root + x)).requires_grad_()
         (slope,) = torch.autograd.grad(F.relu(middle @ w + b), middle)
     value = F.relu(x @ w + b).item()
-    return TaylorExpansion(
-        value, root, t, v, slope, (x - root) * slope, _in_domain(rule, x, root, low, high)
-    )
+    in_domain = _in_domain(rule, x, root, low, high)
+    return TaylorExpansion(value, root, t, v, slope, (x - root) * slope, in_domain)
 
 
 # ----------------------------------------------------------------------------- input invariance
@@ -339,36 +336,15 @@ def _absorb_shift(layer: nn.Module, m: torch.Tensor, x: torch.Tensor) -> None:
     layer.bias = nn.Parameter(bias - offset, requires_grad=False)
 
 
-def _check_zero_in_bounds(low, high) -> None:
-    """The explicit zero padding becomes input pixels, which zB needs within [low, high]."""
-    if (torch.as_tensor(low) > 0).any() or (torch.as_tensor(high) < 0).any():
-        raise ValueError(
-            "low, high: the first layer pads with zeros, which input_invariance makes input pixels; expected "
-            f"low <= 0 <= high, got {core.describe(low)} and {core.describe(high)}"
-        )
-
-
 def _shift(shift, x: torch.Tensor) -> torch.Tensor:
     """The shift m as a tensor broadcastable to ``x``: one value, or one per channel (images) or feature (vectors)."""
     if isinstance(shift, bool) or not isinstance(shift, (int, float, torch.Tensor)):
         raise TypeError(f"shift: expected a number or one value per channel, got {core.describe(shift)}")
     m = torch.as_tensor(shift, dtype=x.dtype, device=x.device)
-    if m.ndim == 0:
-        return m.expand(x.shape[1]).reshape(1, -1, *[1] * (x.ndim - 2))
+    m = m.expand(x.shape[1]) if m.ndim == 0 else m
     if m.ndim != 1 or m.numel() != x.shape[1]:
         raise ValueError(f"shift: expected one value per channel ({x.shape[1]}), got {core.describe(shift)}")
     return m.reshape(1, -1, *[1] * (x.ndim - 2))
-
-
-def _shifted_copies(model: nn.Module, x: torch.Tensor, m: torch.Tensor) -> tuple:
-    """f, x_f, g, x_g: copies of ``model`` (eval mode) with the first layer's zero padding made explicit, and
-    the inputs they read; g's first layer absorbs the shift m, g(x_f + m) = f(x_f) = model(x)."""
-    f = copy.deepcopy(model).eval()
-    first = _first_layer(f, x)
-    x_f = _explicit_padding(f.get_submodule(first), x)
-    g = copy.deepcopy(f)
-    _absorb_shift(g.get_submodule(first), m, x_f)
-    return f, x_f, g, x_f + m
 
 
 @core.contract
@@ -394,9 +370,17 @@ def input_invariance(model, x, shift, target: core.Target = None, *, low=0.0, hi
     x, _ = core.check_input(model, x)
     lrp.check_bounds(low, high, x.shape)
     m = _shift(shift, x)
-    f, x_f, g, x_g = _shifted_copies(model, x, m)
-    if x_f.shape != x.shape:
-        _check_zero_in_bounds(low, high)
+    f = copy.deepcopy(model).eval()  # f and g: copies with the first layer's zero padding made explicit
+    first = _first_layer(f, x)
+    x_f = _explicit_padding(f.get_submodule(first), x)
+    g = copy.deepcopy(f)
+    _absorb_shift(g.get_submodule(first), m, x_f)  # g(x_f + m) = f(x_f) = model(x)
+    x_g = x_f + m
+    if x_f.shape != x.shape and ((torch.as_tensor(low) > 0).any() or (torch.as_tensor(high) < 0).any()):
+        raise ValueError(
+            "low, high: the first layer pads with zeros, which input_invariance makes input pixels; expected "
+            f"low <= 0 <= high, got {core.describe(low)} and {core.describe(high)}"
+        )
     target = core.resolve_target(target, core.predict(f, x_f))
     bounds_f = {"low": low, "high": high}
     bounds_g = {k: torch.as_tensor(v, dtype=x.dtype) + m for k, v in bounds_f.items()}

@@ -2,34 +2,27 @@
 
 A heatmap is a claim about the model; these functions test the claim with measurements.
 
-- **Deletion and insertion** (Petsiuk, Das & Saenko 2018, RISE). Pixels are ordered by the channel-summed
-  attribution, most relevant first. Deletion replaces them, step by step, with a baseline (default 0.0;
-  ``core.baseline_like``); insertion starts from a blurred image (Gaussian, klen 11, sigma 5, as RISE) and
-  copies the original pixels back. The softmax probability of the target class is recorded at every step,
-  and the score is the area under the curve by the trapezoid rule on a unit axis,
-  ``(sum - first/2 - last/2) / (len - 1)``.
-  Deletion: lower is better. Insertion: higher is better.
-- **Pixel flipping / AOPC** (Samek, Binder, Montavon, Lapuschkin & Müller 2017). Square regions are ranked by
-  their summed attribution and perturbed cumulatively, most relevant first (MoRF); AOPC is the mean drop of the
-  target logit, ``1/(L+1) sum_k f(x^(0)) - f(x^(k))``, averaged over images. Higher is better.
-- **Localization against ground truth** (Arras, Osman & Samek 2022, CLEVR-XAI). On the channel-pooled map R,
-  relevance mass accuracy ``sum_{p in GT} R_p / sum_p R_p`` and relevance rank accuracy
-  ``|top-K(R) ∩ GT| / K`` with K the number of mask pixels; the pointing game asks whether the maximum of R
-  lies in the mask (Zhang et al. 2016, here without their 15-pixel tolerance).
-- **Sanity: cascading randomization** (Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim 2018). The layers of
+- **Deletion and insertion** (Petsiuk, Das & Saenko 2018, RISE): the target's softmax probability while the most
+  relevant pixels are replaced by a baseline (deletion), or copied back into a blurred image (insertion); the score
+  is the area under the curve on a unit axis, ``(sum - first/2 - last/2) / (len - 1)``. Deletion: lower is better.
+  Insertion: higher is better.
+- **Pixel flipping / AOPC** (Samek, Binder, Montavon, Lapuschkin & Müller 2017): square regions perturbed
+  cumulatively, most relevant first (MoRF); AOPC is the mean drop of the target logit. Higher is better.
+- **Localization against ground truth** (Arras, Osman & Samek 2022, CLEVR-XAI): relevance mass accuracy and
+  relevance rank accuracy of the channel-pooled map, and the pointing game (Zhang et al. 2016).
+- **Sanity: cascading randomization** (Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim 2018): the layers of
   a copy of the model are re-initialised from the top down, cumulatively; a map that hardly changes does not
-  explain the model. Similarity: Spearman rank correlation with and without absolute values, and SSIM.
+  explain the model.
 - **Stability**: the spread of a random method across seeds, and max-sensitivity (Yeh, Hsieh, Suggala,
   Inouye & Ravikumar 2019), the largest relative change of the map under small uniform input noise.
 - **Completeness**: how far the attribution's sum is from the output difference its theory promises.
 
-Every function runs the model in eval mode under ``torch.no_grad()`` (except inside the explained methods)
-and leaves it exactly as it was (``core.model_guard``). Perturbed inputs are built one batch of
-(image, step) pairs at a time from the pixel ranks, so memory holds one batch, not all steps.
+Every function runs the model in eval mode under ``torch.no_grad()`` (except inside the explained methods) and
+leaves it exactly as it was (``core.model_guard``). Perturbed inputs are built one batch of (image, step) pairs at
+a time from the pixel ranks, so memory holds one batch, not all steps.
 
-Speed (``python benchmarks/deletion_speed.py``: 32 course images, ShapesCNN with random weights, saliency,
-``steps=64``, ``batch_size=128``, 2 CPU threads on a shared machine, median of 3): ``deletion`` 7.38 s, the
-32 x 65 bare forward passes it needs 6.45 s (ratio 1.14; over three runs 1.11 to 1.39, the requirement is at
+Speed (``python benchmarks/deletion_speed.py``, 2 CPU threads on a shared machine, median of 3): ``deletion`` 7.38 s,
+the 32 x 65 bare forward passes it needs 6.45 s (ratio 1.14; over three runs 1.11 to 1.39, the requirement is at
 most 5); a per-step loop of single-image forward passes 24.4 s (3.3 x slower than ``deletion``).
 
 Introduced in chapter 00; used in every chapter's "strengths and limitations" section and in chapter 08.
@@ -110,7 +103,7 @@ def random_attribution(model, x, target: Target = None, *, seed: int = 0) -> tor
     """
     batched, unbatched = check_input(model, x)
     g = torch.Generator().manual_seed(check_seed(seed))
-    with explaining(model, batched, target):  # x and target checked like any method's
+    with explaining(model, batched, target):
         a = torch.rand(batched.shape, generator=g, dtype=batched.dtype).to(batched.device)
     return a[0] if unbatched else a
 
@@ -174,11 +167,7 @@ def auc(scores: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _curves(model, start, finish, rank, k, target, batch_size: int, probability: bool) -> torch.Tensor:
-    """Target score (N, T) when the positions with ``rank < k[t]`` come from ``finish``, the others from ``start``.
-
-    One batch of (image, step) pairs is built at a time from the ranks: memory holds
-    ``batch_size`` perturbed inputs, never all of them.
-    """
+    """Target score (N, T) when the positions with ``rank < k[t]`` come from ``finish``, the others from ``start``."""
     n, steps = rank.shape[0], k.numel()
     start_flat, finish_flat = start.flatten(2), finish.flatten(2)
     scores = torch.empty(n * steps, dtype=start.dtype, device=start.device)
@@ -195,7 +184,6 @@ def _curves(model, start, finish, rank, k, target, batch_size: int, probability:
 
 
 def _causal_metric(model, x, target, attribution, steps, baseline, batch_size, insert: bool) -> CurveResult:
-    check_model(model)
     x, _ = check_input(model, x)
     check_spatial(x)
     a = _check_attribution(attribution, x)
@@ -577,8 +565,7 @@ def stability(
     noise : radius r of the uniform input noise delta in [-r, r] (0.02 of the [0, 1] course range).
     n_noise : number of noisy copies; max-sensitivity (Yeh et al. 2019) is the largest relative change.
 
-    Normalizations: spread = mean pixel-wise std across seeds / mean |map|; max-sensitivity is divided
-    by ||Phi(x)||. A zero denominator gives 0 if the numerator is 0 too, inf otherwise. Chapter 00.
+    Returns a ``StabilityResult``; a zero denominator gives 0 if the numerator is 0 too, inf otherwise. Chapter 00.
     """
     _check_method(method)
     x, _ = check_input(model, x)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import core, data, evaluate, gradient, guide, models, rules
+from . import core, data, evaluate, fuzzy, gradient, guide, models, rules
 from .core import describe
 
 ORDINALS = ("first", "second", "third")
@@ -198,7 +198,7 @@ def _fuzzy_fidelities() -> tuple[float, float]:
     decisions = black_box(test.features)
 
     def fidelity(words: int) -> float:
-        base = rules.fuzzy_rules(black_box, train, features=["income", "amount", "duration"], words=words)
+        base = fuzzy.fuzzy_rules(black_box, train, features=["income", "amount", "duration"], words=words)
         return float(np.mean(base.predict(test.features.numpy()) == decisions))
 
     return fidelity(3), fidelity(5)

@@ -115,32 +115,13 @@ _ANY = DATA
 _SIGNALS = ("images", "time series")
 
 
-def _declared(
-    name: str,
-    chapter: int,
-    summary: str,
-    method: Callable,
-    data: tuple,
-    explain: Callable | None = None,
-    negative_evidence: bool | None = None,
-    global_view: bool = False,
-) -> Method:
+def _declared(name, chapter, summary, method, data, explain=None, negative_evidence=None, global_view=False) -> Method:
     """The row of an attribution method: what it needs, whether it is random and what it sums to are what
     ``method`` declares (``core.contract``); its maps show negative evidence when they are signed, unless
     ``negative_evidence`` says otherwise. ``explain`` (default ``method``) runs it with the course's defaults."""
     negative = is_signed(method) if negative_evidence is None else negative_evidence
-    return Method(
-        name,
-        chapter,
-        summary,
-        method.needs,
-        data,
-        negative,
-        method.random,
-        global_view,
-        method.sums_to,
-        explain or method,
-    )
+    needs, random, sums_to = method.needs, method.random, method.sums_to
+    return Method(name, chapter, summary, needs, data, negative, random, global_view, sums_to, explain or method)
 
 
 def _described(name, chapter, summary, needs, data, *, random=False, global_view=False) -> Method:
@@ -269,9 +250,8 @@ def _reasons(m: Method, seconds, row: Scores | None) -> list[str]:
     if m.random:
         reasons.append("random: seeded, but a different seed gives a different answer")
     if row is not None:
-        reasons.append(
-            f"measured: insertion {row.insertion_auc:.2f}, deletion {row.deletion_auc:.2f}, AOPC {row.aopc:.3g}"
-        )
+        measured = f"insertion {row.insertion_auc:.2f}, deletion {row.deletion_auc:.2f}, AOPC {row.aopc:.3g}"
+        reasons.append(f"measured: {measured}")
         if not math.isnan(row.mass_accuracy):
             reasons.append(f"mass on the object {row.mass_accuracy:.2f}, rank accuracy {row.rank_accuracy:.2f}")
         reasons.append(f"{row.seconds_per_image:.3g} s per input")
@@ -368,11 +348,9 @@ def properties(name: str) -> dict[str, str] | None:
     parts = [METHODS.get(part.strip()) for part in name.split(" + ")]
     if not parts or None in parts:
         return None
-    if len(parts) == 1:
-        needs, signed, random = parts[0].needs, parts[0].negative_evidence, parts[0].random
-    else:
-        needs, signed = max((p.needs for p in parts), key=ACCESS.index), False
-        random = any(p.random for p in parts)
+    needs = max((p.needs for p in parts), key=ACCESS.index)
+    signed = len(parts) == 1 and parts[0].negative_evidence
+    random = any(p.random for p in parts)
     return {"needs": needs, "signed": "yes" if signed else "no", "random": "yes" if random else "no"}
 
 
@@ -419,10 +397,7 @@ def table(
 
 def rank_normalize(attribution: torch.Tensor) -> torch.Tensor:
     """Each sample's map replaced by the ranks of its values, scaled to [0, 1]; tied values share
-    their mean rank.
-
-    Chapter 08.
-    """
+    their mean rank. Chapter 08."""
     flat = attribution.flatten(1).contiguous()
     ordered = flat.sort(1).values
     first = torch.searchsorted(ordered, flat, side="left")
@@ -432,8 +407,7 @@ def rank_normalize(attribution: torch.Tensor) -> torch.Tensor:
 
 
 def combine(methods: Mapping[str, Callable] | Sequence[Callable]) -> Callable:
-    """A new method: the mean of the rank-normalized maps of ``methods`` (the survey's closing
-    idea).
+    """A new method: the mean of the rank-normalized maps of ``methods``, the survey's closing idea.
 
     Ranks put maps of different scales (logits, probabilities, gradients) on one footing; the
     result orders pixels by their average rank and is no longer signed (``plot`` draws it so).

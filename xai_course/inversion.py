@@ -30,13 +30,14 @@ captured with a forward hook that stops the forward pass there. Three ways to go
 Every reconstruction comes with its relative feature error ||phi(x*) - phi(x)|| / ||phi(x)||, its pixel error
 (root mean square over the C H W values) and its SSIM (Wang, Bovik, Sheikh & Simoncelli 2004) against the
 original (``Inversion``). The model is never changed (``core.model_guard``): it runs in eval mode with its
-parameters frozen, and the hooks are removed. Introduced in chapter 04.
+parameters frozen, and the hooks are removed. Decoders and attacks are trained by ``training`` (``train_decoder``,
+``train_attack``); the shipped ones come from ``load``. Introduced in chapter 04.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,7 +60,6 @@ from .core import (
     model_guard,
 )
 from .layers import names, output, submodule
-from .models import _deterministic
 
 LOW, HIGH = 0.0, 1.0  # the valid pixel range of the course images
 STEPS = 200  # default optimization steps (shapes_cnn, first block: relative feature error < 0.1 well before)
@@ -87,8 +87,8 @@ def _check_images(model: nn.Module, x, name: str = "x") -> tuple[torch.Tensor, b
     return x, unbatched
 
 
-def _images_of(data, model: nn.Module, name: str) -> torch.Tensor:
-    """The images of ``data``: a float tensor (N, C, H, W) or an object with ``.images`` (``data.Shapes``)."""
+def images_of(data, model: nn.Module, name: str) -> torch.Tensor:
+    """The images of ``data`` (a tensor (N, C, H, W) in [0, 1] or a ``data.Shapes`` batch), checked. Chapter 04."""
     images = getattr(data, "images", data)
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name}: expected images (N, C, H, W) or a data.Shapes batch, got {describe(data)}")
@@ -133,8 +133,7 @@ def blocks(model, x) -> list[str]:
         model(x[:1])
     starts = [i for i, name in enumerate(order) if any(isinstance(m, _MIXING) for m in units[name].modules())]
     ends = []
-    for k, start in enumerate(starts):
-        stop = starts[k + 1] if k + 1 < len(starts) else len(order)
+    for start, stop in zip(starts, [*starts[1:], len(order)]):
         kept = [name for name in order[start:stop] if not isinstance(units[name], _PASS_THROUGH)]
         ends.append(kept[-1])
     return ends
@@ -219,8 +218,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, win_size: int | None = None, data_
 
 def rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Root mean square of a - b over each image's C H W values, shape (N,) for (N, C, H, W), a scalar for
-    (C, H, W). Chapter 04.
-    """
+    (C, H, W). Chapter 04."""
     a, unbatched = _per_image(a, "a")
     b, _ = _per_image(b, "b")
     if a.shape != b.shape:
@@ -265,11 +263,6 @@ def region_error(
     return (inside[0], outside[0]) if unbatched else (inside, outside)
 
 
-def _relative_error(phi: torch.Tensor, phi0: torch.Tensor) -> torch.Tensor:
-    """||phi - phi0|| / ||phi0|| per sample (a zero phi0 counts as norm 1e-12)."""
-    return (phi - phi0).flatten(1).norm(dim=1) / phi0.flatten(1).norm(dim=1).clamp(min=1e-12)
-
-
 @dataclass
 class Inversion:
     """Reconstructions of images from one layer, with their errors. Chapter 04.
@@ -294,7 +287,8 @@ class Inversion:
 
 def _result(x_star, x, phi_star, phi0, layer, unbatched, history=None) -> Inversion:
     x_star = x_star.detach()
-    values = [x_star, _relative_error(phi_star, phi0), rmse(x_star, x), ssim(x_star, x)]
+    feature_error = (phi_star - phi0).flatten(1).norm(dim=1) / phi0.flatten(1).norm(dim=1).clamp(min=1e-12)
+    values = [x_star, feature_error, rmse(x_star, x), ssim(x_star, x)]
     if unbatched:
         values = [v[0] for v in values]
         history = None if history is None else history[:, 0]
@@ -324,31 +318,8 @@ def _init(init, x: torch.Tensor, seed: int) -> torch.Tensor:
     )
 
 
-def _check_optimize(steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer) -> None:
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {describe(optimizer)}")
-    check_positive_int("steps", steps)
-    check_number("lr", lr, 0.0, strict=True)
-    check_number("tv_weight", tv_weight)
-    check_number("beta", beta, 0.0, strict=True)
-    check_number("alpha", alpha, 1.0)
-    check_number("alpha_weight", alpha_weight)
-
-
 def minimize_objective(
-    phi: Callable,
-    x,
-    start,
-    *,
-    steps,
-    lr,
-    tv_weight,
-    beta,
-    alpha,
-    alpha_weight,
-    optimizer,
-    progress,
-    desc,
+    phi, x, start, *, steps, lr, tv_weight, beta, alpha, alpha_weight, optimizer, progress, desc
 ):
     """Projected Adam (or SGD) on Mahendran & Vedaldi's objective, from ``start``: the feature error
     ||phi(x*) - phi(x)||^2 / ||phi(x)||^2 plus the priors. Returns x*, phi(x*), phi(x), history.
@@ -386,19 +357,6 @@ def minimize_objective(
     with torch.no_grad():
         phi_star = phi(x_star)
     return x_star, phi_star, phi0, history
-
-
-def _optimize_prepared(model, x, layer, start, unbatched, kw) -> Inversion:
-    """Run ``minimize_objective`` from ``start`` with the model frozen and in eval mode."""
-    submodule(model, layer)
-
-    def phi(images: torch.Tensor) -> torch.Tensor:
-        features = output(model, images, layer)
-        return check_differentiable(features, f"the features of layer {layer}") if images.requires_grad else features
-
-    with model_guard(model):
-        x_star, phi_star, phi0, history = minimize_objective(phi, x, start, **kw)
-    return _result(x_star, x, phi_star, phi0, layer, unbatched, history)
 
 
 @contract
@@ -449,11 +407,26 @@ def optimize(
     check_model(model)
     submodule(model, layer)
     x, unbatched = _check_images(model, x)
-    kw = dict(steps=steps, lr=lr, tv_weight=tv_weight, beta=beta, alpha=alpha, alpha_weight=alpha_weight)
-    _check_optimize(**kw, optimizer=optimizer)
-    kw["optimizer"] = optimizer
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {describe(optimizer)}")
+    check_positive_int("steps", steps)
+    check_number("lr", lr, 0.0, strict=True)
+    check_number("tv_weight", tv_weight)
+    check_number("beta", beta, 0.0, strict=True)
+    check_number("alpha", alpha, 1.0)
+    check_number("alpha_weight", alpha_weight)
     start = _init(init, x, check_seed(seed))
-    return _optimize_prepared(model, x, layer, start, unbatched, {**kw, "progress": progress, "desc": layer})
+
+    def phi(images: torch.Tensor) -> torch.Tensor:
+        features = output(model, images, layer)
+        return check_differentiable(features, f"the features of layer {layer}") if images.requires_grad else features
+
+    settings = dict(steps=steps, lr=lr, tv_weight=tv_weight, beta=beta, alpha=alpha, alpha_weight=alpha_weight)
+    with model_guard(model):
+        x_star, phi_star, phi0, history = minimize_objective(
+            phi, x, start, **settings, optimizer=optimizer, progress=progress, desc=layer
+        )
+    return _result(x_star, x, phi_star, phi0, layer, unbatched, history)
 
 
 @contract
@@ -476,11 +449,9 @@ def reconstruct_layers(model, x, layers: Sequence[str] | None = None, *, progres
     for layer in layers:
         submodule(model, layer)
     tv = kwargs.pop("tv_weight", TV_WEIGHT)
-    if isinstance(tv, Sequence):
-        if len(tv) != len(layers):
-            raise ValueError(f"tv_weight: expected one weight per layer ({len(layers)}), got {len(tv)}")
-    else:
-        tv = [tv] * len(layers)
+    tv = tv if isinstance(tv, Sequence) else [tv] * len(layers)
+    if len(tv) != len(layers):
+        raise ValueError(f"tv_weight: expected one weight per layer ({len(layers)}), got {len(tv)}")
     results = {}
     for layer, weight in tqdm(list(zip(layers, tv)), desc="layers", disable=not progress):
         results[layer] = optimize(model, x, layer, tv_weight=weight, progress=progress, **kwargs)
@@ -534,10 +505,8 @@ def upsampling_stage(
     """One x2 upsampling stage: resize-convolution or a stride-2 transposed convolution. Chapter 04.
     """
     if upsampling == "resize_conv":
-        return [
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(channels_in, channels_out, 3, padding=1),
-        ]
+        nearest = nn.Upsample(scale_factor=2, mode="nearest")
+        return [nearest, nn.Conv2d(channels_in, channels_out, 3, padding=1)]
     padding = (kernel_size - 1) // 2  # with output_padding=1 the output is exactly twice the input
     return [
         nn.ConvTranspose2d(channels_in, channels_out, kernel_size, 2, padding, output_padding=1)
@@ -602,86 +571,12 @@ class Decoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.upsampling, self.kernel_size = upsampling, kernel_size
         self.feature_shape, self.image_shape = feature_shape, image_shape
-        self.register_buffer("scale", torch.ones(()))  # 1 / std of the training features, set by train_decoder
-        self.layer: str | None = None  # the layer it inverts, set by train_decoder
+        self.register_buffer("scale", torch.ones(()))  # 1 / std of the training features (training.train_decoder)
+        self.layer: str | None = None  # the layer it inverts, set by training.train_decoder
         self.history: list[float] = []  # mean training loss per epoch
 
     def forward(self, phi: torch.Tensor) -> torch.Tensor:
         return self.net(phi * self.scale)
-
-
-def _all_features(model, layer, images, batch_size) -> torch.Tensor:
-    with model_guard(model), torch.no_grad():
-        return torch.cat([output(model, images[s], layer) for s in batch_slices(len(images), batch_size)])
-
-
-def fit_mse(net: nn.Module, inputs, images, *, epochs, batch_size, lr, seed, progress, desc) -> list[float]:
-    """Adam on the pixel MSE of net(inputs) against images, deterministic for a seed; the epoch losses. Chapter 04."""
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    steps = epochs * math.ceil(len(images) / batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
-    g = torch.Generator().manual_seed(seed)
-    history = []
-    net.train()
-    with _deterministic(), torch.enable_grad(), tqdm(total=steps, desc=desc, disable=not progress) as bar:
-        for _ in range(epochs):
-            order, total = torch.randperm(len(images), generator=g), 0.0
-            for part in batch_slices(len(images), batch_size):
-                idx = order[part]
-                loss = F.mse_loss(net(inputs[idx]), images[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += loss.item() * len(idx)
-                bar.update()
-                bar.set_postfix(mse=f"{loss.item():.4f}")
-            history.append(total / len(images))
-    return history
-
-
-def train_decoder(
-    model,
-    layer: str,
-    data,
-    *,
-    epochs: int = 10,
-    upsampling: str = "resize_conv",
-    kernel_size: int = 3,
-    width: int = 32,
-    batch_size: int = 32,
-    lr: float = 3e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> Decoder:
-    """Train a decoder from the features at ``layer`` to the image (Dosovitskiy & Brox 2016).
-
-    Minimizes the pixel MSE ||x - f(phi(x), w)||^2 over the images of ``data`` (a tensor (N, C, H, W) in
-    [0, 1] or a ``data.Shapes`` batch) with Adam (one-cycle schedule peaking at ``lr``), the encoder phi
-    fixed; phi is computed once for all images. Deterministic for a ``seed`` (its own random streams; the
-    global one is left as it was). See ``Decoder`` for ``upsampling``, ``kernel_size`` and ``width``; use
-    ``decode`` to apply it. Returns the decoder in eval mode. Chapter 04.
-    """
-    check_model(model)
-    submodule(model, layer)
-    images = _images_of(data, model, "data")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        check_positive_int(name, value)
-    check_number("lr", lr, 0.0, strict=True)
-    seed = check_seed(seed)
-    phi = _all_features(model, layer, images, 256)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        decoder = Decoder(
-            phi.shape[1:], images.shape[1:], upsampling=upsampling, kernel_size=kernel_size, width=width
-        ).to(images)
-        decoder.layer = layer
-        decoder.scale.fill_(1 / phi.std().clamp(min=1e-12).item())
-        decoder.history = fit_mse(
-            decoder, phi, images, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress,
-            desc=f"decoder {layer}",
-        )  # fmt: skip
-    return decoder.eval()
 
 
 @contract
@@ -689,7 +584,7 @@ def decode(model, decoder: Decoder, x) -> Inversion:
     """Reconstruct ``x`` with a trained decoder: f(phi(x)), with the same errors as ``optimize``. Chapter 04."""
     check_model(model)
     if not isinstance(decoder, Decoder) or decoder.layer is None:
-        raise TypeError(f"decoder: expected a Decoder from train_decoder, got {describe(decoder)}")
+        raise TypeError(f"decoder: expected a Decoder from training.train_decoder, got {describe(decoder)}")
     submodule(model, decoder.layer)
     x, unbatched = _check_images(model, x)
     with model_guard(model), model_guard(decoder), torch.no_grad():
@@ -750,31 +645,24 @@ def align(
     puts them back at their places in a vector of zeros (the released vector's other entries are
     unknown). Chapter 04.
     """
-    if (
-        not isinstance(probabilities, torch.Tensor)
-        or not probabilities.is_floating_point()
-        or probabilities.ndim != 2
-    ):
+    is_float = isinstance(probabilities, torch.Tensor) and probabilities.is_floating_point()
+    if not is_float or probabilities.ndim != 2:
         raise TypeError(
             f"probabilities: expected a float tensor (N, K), got {describe(probabilities)}"
         )
-    k = (
-        probabilities.shape[1]
-        if truncation is None
-        else check_positive_int("truncation", truncation)
-    )
+    n_classes = probabilities.shape[1]
+    k = n_classes if truncation is None else check_positive_int("truncation", truncation)
     c = check_number("c", c, -math.inf)
-    if k > probabilities.shape[1]:
-        raise ValueError(
-            f"truncation: expected at most the number of classes {probabilities.shape[1]}, got {k}"
-        )
+    if k > n_classes:
+        raise ValueError(f"truncation: expected at most the number of classes {n_classes}, got {k}")
     top, index = probabilities.topk(k, dim=1)
     top = top.log().clamp(min=-1000) + c
     top = top + F.relu(-top.min(dim=1, keepdim=True).values)
     return torch.zeros_like(probabilities).scatter(1, index, top)
 
 
-def _probabilities(model, images, batch_size: int = 256) -> torch.Tensor:
+def prediction_vectors(model, images, batch_size: int = 256) -> torch.Tensor:
+    """The softmax vectors (N, K) that ``model`` releases for ``images``, in batches, without gradients. Chapter 04."""
     with model_guard(model), torch.no_grad():
         return torch.cat([model(images[s]).softmax(1) for s in batch_slices(len(images), batch_size)])
 
@@ -784,8 +672,7 @@ class Attack(nn.Module):
 
     As in their repository: a transposed convolution to a (4 width, 4, 4) map, then stride-2 transposed
     convolutions of kernel 4 (divisible by the stride: no checkerboard) with BatchNorm and tanh, halving
-    the channels, and a last one to the image channels through a sigmoid; 4 -> 8 -> 16 -> 32 -> 64 pixels.
-    Chapter 04.
+    the channels, and a last one to the image channels through a sigmoid; 4 -> 8 -> 16 -> 32 -> 64 pixels. Chapter 04.
     """
 
     def __init__(self, n_classes: int, image_shape: Sequence[int], *, truncation: int | None = None, width: int = 8):
@@ -807,43 +694,6 @@ class Attack(nn.Module):
         return self.net(z.view(*z.shape, 1, 1))
 
 
-def train_attack(
-    model,
-    auxiliary,
-    *,
-    truncation: int | None = None,
-    epochs: int = 10,
-    width: int = 8,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> Attack:
-    """Train the inversion attack of Yang et al. 2019 on the attacker's ``auxiliary`` images.
-
-    The target ``model`` releases softmax vectors F(x) (top-``truncation`` only, if given); the network G is
-    trained to minimize the pixel MSE ||G(F(x)) - x||^2 on the auxiliary images (a tensor (N, C, H, W) in
-    [0, 1] or a ``data.Shapes`` batch) with Adam, one-cycle schedule peaking at ``lr``. Deterministic for a
-    ``seed``. Apply it with ``invert_predictions``. Returns G in eval mode. Chapter 04.
-    """
-    check_model(model)
-    images = _images_of(auxiliary, model, "auxiliary")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("width", width)):
-        check_positive_int(name, value)
-    check_number("lr", lr, 0.0, strict=True)
-    seed = check_seed(seed)
-    probabilities = _probabilities(model, images)
-    align(probabilities[:1], truncation)  # checks truncation
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        attack = Attack(probabilities.shape[1], images.shape[1:], truncation=truncation, width=width).to(images)
-        attack.history = fit_mse(
-            attack, probabilities, images, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-            progress=progress, desc=f"attack top-{truncation or probabilities.shape[1]}",
-        )  # fmt: skip
-    return attack.eval()
-
-
 def _vector_result(model, x_star, x, unbatched) -> Inversion:
     """Inversion of the prediction vector: the feature error is that of the softmax vectors."""
     if x_star.shape != x.shape:
@@ -851,7 +701,8 @@ def _vector_result(model, x_star, x, unbatched) -> Inversion:
             f"x: expected images of the size of the reconstructions, {tuple(x_star.shape[1:])} (the attack's output "
             f"or the auxiliary images), got {describe(x)}"
         )
-    return _result(x_star, x, _probabilities(model, x_star), _probabilities(model, x), "prediction vector", unbatched)
+    phi_star, phi0 = prediction_vectors(model, x_star), prediction_vectors(model, x)
+    return _result(x_star, x, phi_star, phi0, "prediction vector", unbatched)
 
 
 @contract
@@ -859,10 +710,10 @@ def invert_predictions(model, attack: Attack, x) -> Inversion:
     """Reconstruct ``x`` from the prediction vectors the model releases for it, with a trained attack. Chapter 04."""
     check_model(model)
     if not isinstance(attack, Attack):
-        raise TypeError(f"attack: expected an Attack from train_attack, got {describe(attack)}")
+        raise TypeError(f"attack: expected an Attack from training.train_attack, got {describe(attack)}")
     x, unbatched = _check_images(model, x)
     with model_guard(attack), torch.no_grad():
-        x_star = attack(_probabilities(model, x))
+        x_star = attack(prediction_vectors(model, x))
     return _vector_result(model, x_star, x, unbatched)
 
 
@@ -870,12 +721,11 @@ def class_means(model, auxiliary) -> torch.Tensor:
     """The mean auxiliary image of each class the model predicts, shape (K, C, H, W).
 
     The auxiliary images are grouped by the model's own prediction (what an attacker sees); a class the model
-    never predicts on them gets the mean of all auxiliary images. The answers of ``class_mean_baseline``.
-    Chapter 04.
+    never predicts on them gets the mean of all auxiliary images. The answers of ``class_mean_baseline``. Chapter 04.
     """
     check_model(model)
-    images = _images_of(auxiliary, model, "auxiliary")
-    probabilities = _probabilities(model, images)
+    images = images_of(auxiliary, model, "auxiliary")
+    probabilities = prediction_vectors(model, images)
     predicted, n_classes = probabilities.argmax(1), probabilities.shape[1]
     means = images.mean(0, keepdim=True).repeat(n_classes, 1, 1, 1)
     for k in range(n_classes):
@@ -886,62 +736,38 @@ def class_means(model, auxiliary) -> torch.Tensor:
 
 @contract
 def class_mean_baseline(model, auxiliary, x) -> Inversion:
-    """The trivial attack: the mean auxiliary image of the class the model predicts for each x (``class_means``).
-
-    Chapter 04.
-    """
+    """The trivial attack: the mean auxiliary image of the class the model predicts for each x
+    (``class_means``). Chapter 04."""
     means = class_means(model, auxiliary)
     x, unbatched = _check_images(model, x)
-    return _vector_result(model, means[_probabilities(model, x).argmax(1)], x, unbatched)
+    return _vector_result(model, means[prediction_vectors(model, x).argmax(1)], x, unbatched)
 
 
-def attack_table(
-    model,
-    auxiliary,
-    victims,
-    *,
-    truncations: Sequence[int] | None = None,
-    attacks: Sequence[Attack] | None = None,
-    progress: bool = True,
-    **kwargs,
-) -> list[dict]:
-    """Reconstruction error of the attack against the truncation k, next to the class-mean baseline.
+def attack_table(model, auxiliary, victims, attacks: Sequence[Attack]) -> list[dict]:
+    """Reconstruction error of trained attacks against their truncation k, next to the class-mean baseline.
 
-    Trains one attack per k (default 1 .. K) on ``auxiliary`` (``kwargs`` go to ``train_attack``), or uses
-    the trained ``attacks`` (e.g. ``load``-ed; their k is their ``truncation``, None counting as K), and
-    inverts the prediction vectors of ``victims``. One row per k: ``k``, ``attack_mse``, ``baseline_mse`` (the
-    class-mean baseline) and ``mean_mse`` (the mean auxiliary image, which ignores the vector): the mean
-    per-pixel squared error over the victims, Yang et al.'s measure; and ``attack_ssim``, ``baseline_ssim``.
-    Chapter 04.
+    Each of the ``attacks`` (``load``-ed or from ``training.train_attack``; its k is its ``truncation``, None
+    counting as K) inverts the prediction vectors of ``victims``. One row per attack: ``k``, ``attack_mse``,
+    ``baseline_mse`` (the class-mean baseline on ``auxiliary``) and ``mean_mse`` (the mean auxiliary image, which
+    ignores the vector): the mean per-pixel squared error over the victims, Yang et al.'s measure; and
+    ``attack_ssim``, ``baseline_ssim``. Chapter 04.
     """
     check_model(model)
-    victims = _images_of(victims, model, "victims")
-    images = _images_of(auxiliary, model, "auxiliary")
-    released = _probabilities(model, victims)  # what the model releases, computed once for every attack
-    n_classes = released.shape[1]
+    if isinstance(attacks, Attack) or not all(isinstance(a, Attack) for a in attacks) or not attacks:
+        raise TypeError(f"attacks: expected a non-empty list of Attack, got {describe(attacks)}")
+    victims = images_of(victims, model, "victims")
+    images = images_of(auxiliary, model, "auxiliary")
+    released = prediction_vectors(model, victims)  # what the model releases, computed once for every attack
     baseline = class_means(model, images)[released.argmax(1)]
     mean_mse = (images.mean(0, keepdim=True) - victims).pow(2).mean().item()
     baseline_mse, baseline_ssim = (baseline - victims).pow(2).mean().item(), ssim(baseline, victims).mean().item()
-    if attacks is not None:
-        if truncations is not None or kwargs:
-            raise ValueError("attacks: given trained attacks, pass neither truncations nor training arguments")
-        if isinstance(attacks, Attack) or not all(isinstance(a, Attack) for a in attacks) or not attacks:
-            raise TypeError(f"attacks: expected a non-empty list of Attack, got {describe(attacks)}")
-        trained = {a.truncation or n_classes: a for a in attacks}
-        truncations = list(trained)
-    elif truncations is None:
-        truncations = range(1, n_classes + 1)
     rows = []
-    for k in tqdm(list(truncations), desc="truncations", disable=not progress):
-        if attacks is not None:
-            attack = trained[k]
-        else:
-            attack = train_attack(model, images, truncation=k, progress=progress, **kwargs)
+    for attack in attacks:
         with model_guard(attack), torch.no_grad():
             x_star = attack(released)  # as invert_predictions, without the feature errors the table omits
         rows.append(
             {
-                "k": k,
+                "k": attack.truncation or released.shape[1],
                 "attack_mse": (x_star - victims).pow(2).mean().item(),
                 "baseline_mse": baseline_mse,
                 "mean_mse": mean_mse,
@@ -957,7 +783,7 @@ def attack_table(
 
 @dataclass(frozen=True)
 class DecoderRecipe:
-    """How a decoder for a course model is trained, so that shipped weights can be reproduced. Chapter 04."""
+    """How a decoder for a course model is built (``load``) and trained (``training.train``). Chapter 04."""
 
     model: str = "shapes_cnn"  # a course model (models.RECIPES)
     layer: str = "features.10"
@@ -970,7 +796,7 @@ class DecoderRecipe:
 
 @dataclass(frozen=True)
 class AttackRecipe:
-    """How a prediction-vector attack on a course model is trained (``train_attack``). Chapter 04."""
+    """How an attack on a course model is built (``load``) and trained (``training.train``). Chapter 04."""
 
     model: str = "shapes_cnn"
     truncation: int | None = None  # top-k of the released vector; None: all of it
@@ -990,57 +816,10 @@ ATTACKS = {f"attack_shapes_cnn_top{k}": AttackRecipe(truncation=k) for k in rang
 
 
 def _recipe(name) -> DecoderRecipe | AttackRecipe:
-    if isinstance(name, str) and name in DECODERS:
-        return DECODERS[name]
-    if isinstance(name, str) and name in ATTACKS:
-        return ATTACKS[name]
-    raise ValueError(
-        f"name: expected one of the decoder recipes {sorted(DECODERS)} or attack recipes {sorted(ATTACKS)}, "
-        f"got {describe(name)}"
-    )
-
-
-def recipe_data(name: str) -> data.Shapes:
-    """The images the recipe ``name`` trains on (decoders) or the attacker owns (attacks). Chapter 04."""
-    recipe = _recipe(name)
-    return data.shapes(recipe.n_train, "train", seed=recipe.data_seed)
-
-
-def train(name: str, seed: int = 0, progress: bool = True) -> Decoder | Attack:
-    """Train the decoder or attack ``name`` (``DECODERS``, ``ATTACKS``) from scratch, deterministically.
-
-    ``train_decoder`` or ``train_attack`` on ``recipe_data(name)``, run on ``recipe.threads`` torch threads
-    (restored afterwards), so the weights do not depend on the machine's thread count: the same bits on the same
-    CPU and PyTorch build, equal up to float rounding on another (another instruction set rounds otherwise). Shipped
-    weights are ``train(name).state_dict()`` saved as ``data/<name>.pt`` (``ship``); ``load`` reads them.
-    Chapter 04.
-    """
-    recipe = _recipe(name)
-    images = recipe_data(name).images
-    model = models.load(recipe.model)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.threads)
-    try:
-        if isinstance(recipe, AttackRecipe):
-            return train_attack(
-                model, images, truncation=recipe.truncation, epochs=recipe.epochs, width=recipe.width, seed=seed,
-                progress=progress,
-            )  # fmt: skip
-        return train_decoder(
-            model, recipe.layer, images, epochs=recipe.epochs, upsampling=recipe.upsampling, seed=seed,
-            progress=progress,
-        )  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
-
-
-def ship(name: str, seed: int = 0) -> dict:
-    """Train ``name`` (``train``), write its weights to ``data/<name>.pt`` and record them in the manifest
-    (``data.ship``); returns the manifest entry. On the command line: ``python -m xai_course train-inversion
-    NAME``. Chapter 04.
-    """
-    network = train(name, seed=seed)
-    return data.ship(f"{name}.pt", network.state_dict(), f"python -m xai_course train-inversion {name} --seed {seed}")
+    recipes = {**DECODERS, **ATTACKS}
+    if not isinstance(name, str) or name not in recipes:
+        raise ValueError(f"name: expected one of the decoders and attacks {sorted(recipes)}, got {describe(name)}")
+    return recipes[name]
 
 
 def load(name: str) -> Decoder | Attack:

@@ -25,9 +25,7 @@ def names(model: nn.Module) -> list[str]:
 
 
 def submodule(model: nn.Module, layer) -> nn.Module:
-    """The sub-module ``layer`` (its name, or the module itself), or a clear error listing the names.
-
-    Chapter 03."""
+    """The sub-module ``layer`` (its name, or the module itself), or a clear error listing the names. Chapter 03."""
     if isinstance(layer, nn.Module) and any(layer is m for m in model.modules()):
         return layer
     known = names(model)

@@ -31,6 +31,7 @@ Introduced in chapter 01.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -195,10 +196,8 @@ class ZBox(Rule):
     high: float | torch.Tensor
 
     def groups(self) -> tuple[Group, ...]:
-        low, high = (
-            Term("low", lambda w: -positive(w), None),
-            Term("high", lambda w: -negative(w), None),
-        )
+        low = Term("low", lambda w: -positive(w), None)
+        high = Term("high", lambda w: -negative(w), None)
         return (Group((Term("a", bias=None), low, high)),)
 
 
@@ -259,8 +258,7 @@ class Composite:
     how ``Sum`` and average pooling split relevance: None in proportion to their inputs (Zennit's Norm),
     or a function ``norm(args, producers)`` that returns the tensors to split by instead, one per input;
     ``producers`` maps ``id(out)`` to ``(out, layer, a, rule)`` for the output of every conv or linear
-    layer with a rule. Chapter 01.
-    """
+    layer with a rule. Chapter 01."""
 
     first: Rule | None = None
     conv: Rule | None = None
@@ -380,8 +378,7 @@ def _where(where: str, z: torch.Tensor) -> torch.Tensor | float:
 def relevance_step(
     rule: Rule, layer: nn.Module, a: torch.Tensor, relevance: torch.Tensor
 ) -> torch.Tensor:
-    """The relevance R_j of the inputs ``a`` of one conv or linear ``layer``, given R_k of its
-    outputs.
+    """The relevance R_j of the inputs ``a`` of a conv or linear ``layer``, from R_k of its outputs.
 
     For each group of the rule, the four steps of Montavon et al. (2019, section 10.2.3):
     (1) z = the group's forward passes + eps sign(z); (2) s = R / z, times the group's
@@ -393,9 +390,8 @@ def relevance_step(
         expected = "a rule for conv and linear layers, e.g. Epsilon()"
         raise TypeError(f"rule: expected {expected}, got {core.describe(rule)}")
     if not isinstance(layer, WEIGHTED):
-        raise NotImplementedError(
-            f"layer: expected one of {core.type_names(WEIGHTED)}, got {type(layer).__name__}"
-        )
+        expected = core.type_names(WEIGHTED)
+        raise NotImplementedError(f"layer: expected one of {expected}, got {type(layer).__name__}")
     leaves: dict = {}
     with torch.enable_grad():
         a, relevance = a.detach().requires_grad_(), relevance.detach()
@@ -403,11 +399,8 @@ def relevance_step(
         total = 0.0
         for group in rule.groups():
             z_g = group_output(group, layer, a, rule, leaves)  # step 1 (stabilized in step 2)
-            s = (
-                group.coefficient
-                * _where(group.where, z)
-                * _ratio(relevance, z_g.detach(), group.epsilon)
-            )  # step 2
+            ratio = _ratio(relevance, z_g.detach(), group.epsilon)
+            s = group.coefficient * _where(group.where, z) * ratio  # step 2
             total = total + (z_g * s).sum()  # step 3: c = d total / d input
         inputs = [a, *leaves.values()]
         grads = torch.autograd.grad(total, inputs, allow_unused=True)
@@ -451,13 +444,14 @@ def rule_output(
     return rescaled(z, scaled, 1.0)
 
 
-def _uses_constants(rule: Rule | None) -> bool:
-    return rule is not None and any(t.input in CONSTANT_INPUTS for g in rule.groups() for t in g.terms)
+def _constant_inputs(rule: Rule | None) -> list[str]:
+    """The constant inputs ("low", "high", "ones") that the terms of ``rule`` read."""
+    return [] if rule is None else [t.input for g in rule.groups() for t in g.terms if t.input in CONSTANT_INPUTS]
 
 
 def _check_first_input(rule: Rule, name: str, a: torch.Tensor, run: _Run) -> None:
     """Check that a rule with constant inputs reads the model input, within zB's bounds; make the constant inputs."""
-    if _uses_constants(rule) and not core.is_model_input(a, run.x):
+    if _constant_inputs(rule) and not core.is_model_input(a, run.x):
         raise NotImplementedError(f"composite: {rule} on {name} needs the model input, but {name} reads another tensor")
     if isinstance(rule, ZBox):
         x = run.x  # a is x or a reshape of it; the bounds broadcast to x
@@ -468,10 +462,8 @@ def _check_first_input(rule: Rule, name: str, a: torch.Tensor, run: _Run) -> Non
                 f"{high.max().item():.3g}], got values in [{x.min().item():.3g}, {x.max().item():.3g}]; "
                 "pass the true bounds of the input (for normalized images (0 - mean) / std and (1 - mean) / std)"
             )
-    for group in rule.groups():  # constant inputs made in the shape of x, so that their relevance is the pixels'
-        for term in group.terms:
-            if term.input in CONSTANT_INPUTS:
-                _term_input(term.input, run.x, rule, run.leaves)
+    for name in _constant_inputs(rule):  # made in the shape of x, so that their relevance is the pixels'
+        _term_input(name, run.x, rule, run.leaves)
 
 
 def _weighted_hook(run: _Run, name: str):
@@ -585,10 +577,9 @@ def explain(
     report = check_model(model, composite, maxpool=maxpool, x=x)
     if not report.ok:
         raise NotImplementedError(f"model: LRP would explain this model wrongly.\n{report}")
-    with core.model_guard(model):
-        with torch.enable_grad():
-            run = _Run(composite, maxpool, x.contiguous().requires_grad_())  # check_input's copy
-            relevance, layers = _propagate(model, target, run, return_layers)
+    with core.model_guard(model), torch.enable_grad():
+        run = _Run(composite, maxpool, x.contiguous().requires_grad_())  # check_input's copy
+        relevance, layers = _propagate(model, target, run, return_layers)
     relevance = core.output_like(relevance, x, unbatched)
     if not return_layers:
         return relevance
@@ -660,9 +651,8 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **(kwargs or {}))
         if self.depth == 0 and isinstance(out, torch.Tensor) and out.grad_fn is not None:  # computed from x
             tensors = sum(isinstance(a, torch.Tensor) for a in args)
-            self.calls.append(
-                (_Functional(getattr(func, "__name__", str(func)), self.scopes[-1], tensors), out.grad_fn)
-            )
+            call = _Functional(getattr(func, "__name__", str(func)), self.scopes[-1], tensors)
+            self.calls.append((call, out.grad_fn))
         return out
 
 
@@ -756,7 +746,7 @@ def _module_row(name, module, kind, rule, maxpool, reads_input, norm) -> tuple[s
     if kind == "weighted":
         problem = f"{name}: {rule} needs the model input, but {name} reads another tensor"
         return (repr(rule) if rule else "no rule: LRP-0 (the plain gradient)"), (
-            problem if _uses_constants(rule) and reads_input is False else None)  # fmt: skip
+            problem if _constant_inputs(rule) and reads_input is False else None)  # fmt: skip
     if kind == "maxpool" and maxpool == "average":
         odd = getattr(module, "dilation", 1) not in (1, (1, 1)) or getattr(module, "return_indices", False)
         return "as average pooling (epsilon rule)", f"{name}: dilation or return_indices" if odd else None
@@ -820,10 +810,10 @@ def check_model(
     _check_composite(model, composite)
     modules = dict(model.named_modules())
     calls, functional, untraced = _traced(model) if x is None else _recorded(model, core.check_input(model, x)[0])
-    report, seen, first = Report(), {}, True
+    report, seen, first = Report(), Counter(), True
     for name, reads_input in calls:
         module = modules[name]
-        seen[name] = seen.get(name, 0) + 1
+        seen[name] += 1
         kind = _kind(name, module, composite)
         rule = composite.rule_for(name, module, first) if kind == "weighted" else None
         first = first and kind != "weighted"
@@ -832,9 +822,9 @@ def check_model(
         if problem and seen[name] == 1:
             report.problems.append(problem)
     report.problems += [p for p in map(_functional_problem, functional) if p]
-    harmless = [call.name for call in functional if call.harmless]
+    harmless = Counter(call.name for call in functional if call.harmless)
     if harmless:
-        counts = ", ".join(f"{name} ({harmless.count(name)}x)" for name in dict.fromkeys(harmless))
+        counts = ", ".join(f"{name} ({n}x)" for name, n in harmless.items())
         report.notes.append(f"functional calls {counts}: fine, reshaping and ReLU pass relevance on as their gradient")
     report.notes += _notes(seen, modules, composite)
     if untraced:
@@ -895,10 +885,7 @@ def canonize(model, x=None) -> fx.GraphModule:
             gm = fx.GraphModule(model, _Tracer().trace(model), class_name=f"Canonized{type(model).__name__}")
     except Exception as error:
         raise NotImplementedError(f"model: canonize needs torch.fx to trace the model, it failed: {error}") from None
-    uses = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            uses[node.target] = uses.get(node.target, 0) + 1
+    uses = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and backward.kind(gm.get_submodule(node.target)) == "batchnorm":
             _merge_batchnorm(gm, node, uses)
@@ -908,14 +895,10 @@ def canonize(model, x=None) -> fx.GraphModule:
     gm.recompile()
     gm.delete_all_unused_submodules()
     if x is not None:
-        _check_same_outputs(original, gm, x)
+        x, _ = core.check_input(original, x)
+        with core.model_guard(original):
+            expected, got = core.predict(original, x), core.predict(gm, x)
+        error = (expected - got).abs().max().item()
+        if error > 1e-5 * max(1.0, expected.abs().max().item()):
+            raise RuntimeError(f"canonize: the canonized model's outputs differ from the model's by {error:.3g} on x")
     return gm.eval()
-
-
-def _check_same_outputs(original: nn.Module, canonical: nn.Module, x) -> None:
-    x, _ = core.check_input(original, x)
-    with core.model_guard(original):
-        expected, got = core.predict(original, x), core.predict(canonical, x)
-    error = (expected - got).abs().max().item()
-    if error > 1e-5 * max(1.0, expected.abs().max().item()):
-        raise RuntimeError(f"canonize: the canonized model's outputs differ from the model's by {error:.3g} on x")

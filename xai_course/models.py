@@ -10,20 +10,18 @@
 - ``timeseries_cnn``: a 1-D CNN for the course time series (``data.timeseries``), chapter 03.
 - ``loan_mlp``: a small MLP, the black box of the loan table (``data.loans``), chapter 05.
 
-``load(name)`` returns the shipped weights; ``train(name)`` reproduces them
+``load(name)`` returns the shipped weights; ``training.train(name)`` reproduces them
 deterministically on CPU. Introduced in chapter 00.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import data
 from .core import describe, predict
@@ -32,10 +30,9 @@ from .core import describe, predict
 class ShapesCNN(nn.Module):
     """VGG-style classifier for 64x64 RGB images: conv/ReLU/max-pool blocks, then two linear layers.
 
-    With ``batch_norm=True`` every convolution is followed by a BatchNorm layer; the
-    course trains that variant (it learns several times faster) and ships it with
-    the BatchNorm folded into the convolutions (``fold_batch_norm``), so the shipped
-    model is a plain conv/ReLU/max-pool network. Chapter 00.
+    With ``batch_norm=True`` every convolution is followed by a BatchNorm layer; the course trains that variant (it
+    learns several times faster) and ships it with the BatchNorm folded into the convolutions (``fold_batch_norm``),
+    so the shipped model is a plain conv/ReLU/max-pool network. Chapter 00.
     """
 
     def __init__(self, n_classes: int = len(data.CLASSES), batch_norm: bool = False):
@@ -107,8 +104,7 @@ def fold_batch_norm(model: ShapesCNN) -> ShapesCNN:
 class TimeSeriesCNN(nn.Module):
     """1-D classifier for the course time series (N, 1, 128): conv/ReLU/max-pool blocks, global average pooling.
 
-    The global average over time makes the prediction independent of where the pattern
-    sits. Chapter 03.
+    The global average over time makes the prediction independent of where the pattern sits. Chapter 03.
     """
 
     def __init__(self, n_classes: int = len(data.SERIES_CLASSES)):
@@ -175,9 +171,8 @@ class ShapesResNet(nn.Module):
 class LoanMLP(nn.Module):
     """A small black box for the loan table (``data.loans``): standardization, two hidden ReLU layers.
 
-    It takes raw feature rows (N, F), categorical codes included, and standardizes them
-    itself with the buffers ``mean`` and ``std`` (by default those of 4096 training rows),
-    so explainers can feed it the table as it is. Chapter 05.
+    It takes raw feature rows (N, F), categorical codes included, and standardizes them itself with the buffers ``mean``
+    and ``std`` (by default those of 4096 training rows), so explainers can feed it the table as it is. Chapter 05.
     """
 
     def __init__(self, n_classes: int = len(data.LOAN_CLASSES), hidden: int = 64):
@@ -197,12 +192,12 @@ class LoanMLP(nn.Module):
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a course model is built and trained."""
+    """How a course model is built (``load``) and trained (``training.train``). Chapter 00."""
 
     build: Callable[..., nn.Module]  # the shipped architecture
     fold: bool = False  # train build(batch_norm=True), ship it with the BatchNorm folded in
     clever_hans: bool = False
-    dataset: str = "shapes"  # a key of DATASETS: the training data
+    dataset: str = "shapes"  # a key of training.DATASETS: the training data
     occlude: float = 0.0  # share of the training inputs that get a random occluding patch (data.occlude)
     epochs: int = 6
     n_train: int = 10000
@@ -220,87 +215,13 @@ RECIPES = {
 }
 
 
-def _shapes(recipe: Recipe, n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = data.shapes(n, split, seed=seed, clever_hans=recipe.clever_hans)
-    return batch.images, batch.labels
-
-
-def _timeseries(recipe: Recipe, n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = data.timeseries(n, split, seed=seed)
-    return batch.series, batch.labels
-
-
-def _loans(recipe: Recipe, n: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = data.loans(n, split, seed=seed)
-    return batch.features, batch.labels
-
-
-# name -> (recipe, n, split, seed) -> (inputs, labels)
-DATASETS = {"shapes": _shapes, "timeseries": _timeseries, "loans": _loans}
-
-
-def _check_name(name: str) -> Recipe:
-    if not isinstance(name, str) or name not in RECIPES:
-        raise ValueError(f"name: expected one of the course models {sorted(RECIPES)}, got {name!r}")
-    return RECIPES[name]
-
-
 def load(name: str) -> nn.Module:
     """The course model ``name`` in eval mode, with its shipped weights (hash-checked). Chapter 00."""
-    model = _check_name(name).build()
-    state = torch.load(data.path(f"{name}.pt"), map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ValueError(f"name: expected one of the course models {sorted(RECIPES)}, got {name!r}")
+    model = RECIPES[name].build()
+    model.load_state_dict(torch.load(data.path(f"{name}.pt"), map_location="cpu", weights_only=True))
     return model.eval()
-
-
-@contextlib.contextmanager
-def _deterministic():
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
-
-
-def train(name: str, seed: int = 0, progress: bool = True) -> nn.Module:
-    """Train the course model ``name`` from scratch, deterministically on CPU; returns it in eval mode.
-
-    Each epoch sees freshly generated training data (a new seed per epoch) from the
-    recipe's ``dataset``, so the model never sees the same input twice; with
-    ``recipe.occlude > 0`` that share of each batch gets a random patch (``data.occlude``,
-    gray or black squares of side 8 to 24). Chapter 00.
-    """
-    recipe = _check_name(name)
-    if recipe.dataset not in DATASETS:
-        raise ValueError(f"recipe {name!r}: dataset expected one of {sorted(DATASETS)}, got {recipe.dataset!r}")
-    with _deterministic():
-        torch.manual_seed(seed)
-        model = recipe.build(batch_norm=True) if recipe.fold else recipe.build()
-        optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
-        steps = recipe.epochs * (recipe.n_train // recipe.batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, recipe.lr, total_steps=steps)
-        g = torch.Generator().manual_seed(seed)
-        bar = tqdm(total=steps, desc=f"train {name}", disable=not progress)
-        occluder = torch.Generator().manual_seed(seed)  # its own stream: the other recipes stay as they were
-        for epoch in range(recipe.epochs):
-            inputs, labels = DATASETS[recipe.dataset](recipe, recipe.n_train, "train", 1000 * seed + epoch)
-            order = torch.randperm(recipe.n_train, generator=g)
-            model.train()
-            for i in range(recipe.n_train // recipe.batch_size):
-                idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-                x = inputs[idx]
-                if recipe.occlude:
-                    x = data.occlude(x, p=recipe.occlude, seed=occluder)[0]
-                loss = nn.functional.cross_entropy(model(x), labels[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                bar.update()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        bar.close()
-    return fold_batch_norm(model.eval()) if recipe.fold else model.eval()
 
 
 def _predicted(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -322,9 +243,3 @@ def confusion_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     predicted = _predicted(model, images, labels)
     k = int(max(labels.max(), predicted.max())) + 1
     return torch.bincount(labels * k + predicted, minlength=k * k).view(k, k)
-
-
-def ship(name: str, seed: int = 0) -> dict:
-    """Train ``name``, write its weights to ``data/`` and record them in the manifest (``data.ship``). Chapter 00."""
-    model = train(name, seed=seed)
-    return data.ship(f"{name}.pt", model.state_dict(), f"python -m xai_course train {name} --seed {seed}")

@@ -1,17 +1,14 @@
 """Figures of the course: heatmaps, method grids, curves and image galleries.
 
-Colours mean one thing. A signed map (evidence for and against the class: LRP, SHAP,
-gradient x input, occlusion drops, ...) is drawn in ``CMAP``, ``RdBu_r`` (ColorBrewer,
-colour-blind safe), symmetric around zero: red is evidence for the class, blue evidence
-against it, white is no evidence. An unsigned map (magnitudes, RISE's expected
-probabilities, ranks: values whose zero is not "no evidence") is drawn in ``SEQUENTIAL``,
-``viridis``, from the map's smallest value (dark) to its largest (yellow). The drawing
-functions read which from the method (``method=occlusion.rise``), as each method declares
-it (``core.contract``, ``core.is_signed``), or from ``signed=``; without either a map is
-drawn as signed. Maps are normalized the same way everywhere (see ``normalize``), so
-figures of different chapters can be compared. The functions draw on a matplotlib
-``Axes`` they are given, or on a new figure; they never call ``plt.show()``.
-Introduced in chapter 00.
+Colours mean one thing. A signed map (evidence for and against the class: LRP, SHAP, gradient x input, occlusion
+drops, ...) is drawn in ``CMAP``, ``RdBu_r`` (ColorBrewer, colour-blind safe), symmetric around zero: red is
+evidence for the class, blue evidence against it, white is no evidence. An unsigned map (magnitudes, RISE's
+expected probabilities, ranks: values whose zero is not "no evidence") is drawn in ``SEQUENTIAL``, ``viridis``,
+from the map's smallest value (dark) to its largest (yellow). The drawing functions read which from the method
+(``method=occlusion.rise``), as each method declares it (``core.contract``, ``core.is_signed``), or from
+``signed=``; without either a map is drawn as signed. Maps are normalized the same way everywhere (see
+``normalize``), so figures of different chapters can be compared. The functions draw on a matplotlib ``Axes``
+they are given, or on a new figure; they never call ``plt.show()``. Introduced in chapter 00.
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
+from scipy.integrate import trapezoid
 
 from .core import describe, is_signed
 
@@ -58,37 +56,34 @@ def _shape(value: np.ndarray) -> str:
     return f"an array of shape {value.shape}"
 
 
-def _as_map(attribution, name: str = "attribution") -> np.ndarray:
-    """Sum the channels of a ``(C, H, W)``, ``(H, W)`` or ``(1, C, H, W)`` map into ``(H, W)``."""
-    r = _to_numpy(attribution, name)
-    if r.ndim == 4 and r.shape[0] == 1:
-        r = r[0]
-    if r.ndim == 3:
-        return r.sum(axis=0)
-    if r.ndim == 2:
-        return r
-    raise ValueError(f"{name}: expected one map of shape (C, H, W), (H, W) or (1, C, H, W), got {_shape(r)}")
+def _one_sample(value, spatial: int, name: str) -> np.ndarray:
+    """``value`` as one sample ``(C, *S)`` (``spatial`` dimensions in S) when given as ``(C, *S)``, ``(1, C, *S)``
+    or ``S`` alone; any other shape is returned as it is, for the caller to refuse."""
+    value = _to_numpy(value, name)
+    if value.ndim == spatial + 2 and value.shape[0] == 1:
+        value = value[0]
+    if value.ndim == spatial:
+        value = value[None]
+    return value
 
 
-def _as_series(attribution, name: str = "attribution") -> np.ndarray:
-    """Sum the channels of a ``(C, L)``, ``(L,)`` or ``(1, C, L)`` series into ``(L,)``."""
-    r = _to_numpy(attribution, name)
-    if r.ndim == 3 and r.shape[0] == 1:
+def _summed(attribution, spatial: int) -> np.ndarray:
+    """Sum the channels of one map (``spatial`` = 2) into ``(H, W)``, of one series (``spatial`` = 1) into ``(L,)``."""
+    r = _to_numpy(attribution, "attribution")
+    if r.ndim == spatial + 2 and r.shape[0] == 1:
         r = r[0]
-    if r.ndim == 2:
+    if r.ndim == spatial + 1:
         return r.sum(axis=0)
-    if r.ndim == 1:
+    if r.ndim == spatial:
         return r
-    raise ValueError(f"{name}: expected one series of shape (C, L), (L,) or (1, C, L), got {_shape(r)}")
+    if spatial == 2:
+        raise ValueError(f"attribution: expected one map of shape (C, H, W), (H, W) or (1, C, H, W), got {_shape(r)}")
+    raise ValueError(f"attribution: expected one series of shape (C, L), (L,) or (1, C, L), got {_shape(r)}")
 
 
 def _as_image(image, name: str = "image") -> np.ndarray:
     """An image ``(C, H, W)`` (C = 1 or 3), ``(1, C, H, W)`` or ``(H, W)`` in [0, 1] as ``(H, W, 3)``."""
-    x = _to_numpy(image, name)
-    if x.ndim == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim == 2:
-        x = x[None]
+    x = _one_sample(image, 2, name)
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ValueError(f"{name}: expected an image of shape (3, H, W), (1, H, W) or (H, W), got {_shape(x)}")
     if x.min() < 0 or x.max() > 1:
@@ -109,11 +104,6 @@ def _check_ax(ax) -> None:
         raise TypeError(f"ax: expected a matplotlib Axes or None, got {describe(ax)}")
 
 
-def _check_alpha(alpha) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(f"alpha: expected a number in [0, 1], got {describe(alpha)}")
-
-
 def _check_mode(mode, percentile: float, name: str) -> None:
     if mode not in MODES:
         raise ValueError(f"{name}: expected 'robust', 'max' or None, got {describe(mode)}")
@@ -132,6 +122,16 @@ def _check_signed(method, signed) -> bool:
         raise ValueError(f"signed, method: expected one of them (the method declares whether its maps are signed), "
                          f"got both, signed={signed!r}")  # fmt: skip
     return is_signed(method)
+
+
+def _check_drawing(method, signed, normalize, percentile: float, ax, alpha) -> bool:
+    """Check the arguments that ``heatmap`` and ``series`` share; return whether the map is signed."""
+    signed = _check_signed(method, signed)
+    _check_mode(normalize, percentile, "normalize")
+    _check_ax(ax)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha: expected a number in [0, 1], got {describe(alpha)}")
+    return signed
 
 
 def _is_number(value) -> bool:
@@ -210,36 +210,30 @@ def normalize(attribution, mode: str | None = "robust", percentile: float = 99.5
     Parameters
     ----------
     attribution : tensor or array (C, H, W), (H, W) or (1, C, H, W)
-    mode : "robust" divides a signed map by the ``percentile``-th percentile of |R|, so that
-        a few extreme pixels do not wash out the rest (values beyond it are clipped to +-1;
-        if that percentile is zero, the maximum is used), and maps an unsigned map from its
-        (100 - ``percentile``)-th to its ``percentile``-th percentile onto [0, 1] (clipped);
-        "max" divides by max |R|, or maps [min R, max R] onto [0, 1]; None returns the
+    mode : "robust" divides a signed map by the ``percentile``-th percentile of |R|, so that a few extreme pixels
+        do not wash out the rest (values beyond it are clipped to +-1; if that percentile is zero, the maximum is
+        used), and maps an unsigned map from its (100 - ``percentile``)-th to its ``percentile``-th percentile
+        onto [0, 1] (clipped); "max" divides by max |R|, or maps [min R, max R] onto [0, 1]; None returns the
         summed map unscaled.
     percentile : float in (0, 100]
-    signed : whether the map is signed evidence (zero stays zero) or an unsigned score
-        (its smallest value becomes 0); ``core.is_signed(method)`` says which.
+    signed : whether the map is signed evidence (zero stays zero) or an unsigned score (its smallest value
+        becomes 0); ``core.is_signed(method)`` says which.
 
     Returns
     -------
-    numpy array (H, W), in [-1, 1] or [0, 1] unless ``mode`` is None. An all-zero
-    (or, unsigned, constant) map becomes all zero. Chapter 00.
+    numpy array (H, W), in [-1, 1] or [0, 1] unless ``mode`` is None. An all-zero (or, unsigned, constant) map
+    becomes all zero. Chapter 00.
     """
     _check_mode(mode, percentile, "mode")
     if not isinstance(signed, bool):
         raise TypeError(f"signed: expected True or False, got {describe(signed)}")
-    return _scale(_as_map(attribution), mode, percentile, signed)
+    return _scale(_summed(attribution, 2), mode, percentile, signed)
 
 
 def _bar_label(mode: str | None, signed: bool, each: bool = False) -> str:
     """What a colour bar shows: signed relevance or an unsigned score, raw or scaled (``each`` map on its own)."""
     what = "relevance: + for, − against" if signed else "unsigned score: low to high"
     return what if mode is None else f"{what} ({'each map ' if each else ''}scaled)"
-
-
-def _no_ticks(ax: Axes) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def heatmap(
@@ -284,12 +278,9 @@ def heatmap(
     -------
     The ``AxesImage`` of the map (its ``.axes`` and ``.figure`` lead to the rest). Chapter 00.
     """
-    signed = _check_signed(method, signed)
-    _check_mode(normalize, percentile, "normalize")
-    _check_ax(ax)
-    _check_alpha(alpha)
+    signed = _check_drawing(method, signed, normalize, percentile, ax, alpha)
     _check_limits(vmin, vmax, normalize, signed)
-    r = _scale(_as_map(attribution), normalize, percentile, signed)
+    r = _scale(_summed(attribution, 2), normalize, percentile, signed)
     if ax is None:
         _, ax = plt.subplots(figsize=(3, 3), layout="constrained")
     if image is not None:
@@ -299,7 +290,7 @@ def heatmap(
         ax.imshow(grey, cmap="gray", vmin=0, vmax=1)
     low, high = _limits(r, normalize, signed, vmin, vmax)
     shown = ax.imshow(r, cmap=cmap or _cmap(signed), vmin=low, vmax=high, alpha=alpha if image is not None else None)
-    _no_ticks(ax)
+    ax.set(xticks=[], yticks=[])
     if title is not None:
         ax.set_title(title)
     if colorbar:
@@ -338,14 +329,9 @@ def series(
     -------
     The ``AxesImage`` of the shading. Chapter 03.
     """
-    signed = _check_signed(method, signed)
-    _check_mode(normalize, percentile, "normalize")
-    _check_ax(ax)
-    _check_alpha(alpha)
-    r = _scale(_as_series(attribution), normalize, percentile, signed)
-    lines = _to_numpy(signal, "signal")
-    lines = lines[0] if lines.ndim == 3 and lines.shape[0] == 1 else lines
-    lines = lines[None] if lines.ndim == 1 else lines
+    signed = _check_drawing(method, signed, normalize, percentile, ax, alpha)
+    r = _scale(_summed(attribution, 1), normalize, percentile, signed)
+    lines = _one_sample(signal, 1, "signal")
     if lines.ndim != 2 or lines.shape[1] != r.shape[0]:
         raise ValueError(
             f"signal: expected shape (C, {r.shape[0]}) or ({r.shape[0]},) like attribution, got {_shape(lines)}"
@@ -417,19 +403,18 @@ def grid(
     if maps is not None and not isinstance(maps, Mapping):
         raise TypeError(f"maps: expected a dict method name -> attributions, got {describe(maps)}")
     pictures = _as_batch(images)
+    n, height, width = pictures.shape[:3]
     maps = {name: _to_numpy(value, f"maps[{name!r}]") for name, value in (maps or {}).items()}
     for name, value in maps.items():
-        if value.ndim not in (3, 4) or len(value) != len(pictures) or value.shape[-2:] != pictures.shape[1:3]:
-            raise ValueError(
-                f"maps[{name!r}]: expected shape ({len(pictures)}, C, {pictures.shape[1]}, "
-                f"{pictures.shape[2]}) like images, got {_shape(value)}"
-            )
+        if value.ndim not in (3, 4) or len(value) != n or value.shape[-2:] != (height, width):
+            expected = f"shape ({n}, C, {height}, {width}) like images"
+            raise ValueError(f"maps[{name!r}]: expected {expected}, got {_shape(value)}")
     kinds = _column_kinds(list(maps), method, signed)
     titles = list(col_labels) if col_labels is not None else ["image", *maps]
     _check_labels(titles, 1 + len(maps), "col_labels")
     if row_labels is not None:
-        _check_labels(row_labels, len(pictures), "row_labels")
-    n_rows, n_cols = len(pictures), 1 + len(maps)
+        _check_labels(row_labels, n, "row_labels")
+    n_rows, n_cols = n, 1 + len(maps)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=figsize or (1.8 * n_cols, 1.8 * n_rows), squeeze=False, layout="constrained"
     )
@@ -448,7 +433,7 @@ def grid(
     for j, title in enumerate(titles):
         axes[0, j].set_title(str(title))
     for ax in axes.flat:
-        _no_ticks(ax)
+        ax.set(xticks=[], yticks=[])
     if shared if colorbar is None else colorbar:
         for kind in sorted(shown):  # the unsigned maps first: constrained layout puts the last bar nearest
             label = _bar_label(None if shared else normalize, kind, each=True)
@@ -482,9 +467,7 @@ def _shared_limits(maps: list[np.ndarray], mode: str | None, signed: bool) -> tu
     """One pair of colour limits for batches of maps (N, C, H, W) or (N, H, W), channels summed."""
     values = np.concatenate([(m.sum(axis=1) if m.ndim == 4 else m).ravel() for m in maps])
     if signed:
-        limit = _largest(values, mode, 99.5)
-        limit = limit if limit > 0 else 1.0
-        return -limit, limit
+        return _limits(values, None, True, vmax=_largest(values, mode, 99.5))
     return _limits(values, None, False, *_span(values, mode, 99.5))
 
 
@@ -503,11 +486,6 @@ def _class_indices(labels, n: int, classes: Sequence[str] | None) -> list[int]:
 def _check_labels(labels: Sequence, n: int, name: str) -> None:
     if len(labels) != n:
         raise ValueError(f"{name}: expected {n} labels, got {len(labels)}")
-
-
-def _auc(x: np.ndarray, y: np.ndarray) -> float:
-    """Area under ``y`` over ``x`` by the trapezoidal rule."""
-    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
 
 
 def curve(
@@ -556,7 +534,7 @@ def curve(
     for k, y in enumerate(ys):
         label = None if labels is None else str(labels[k])
         if fill:
-            label = f"{label or 'curve'} (AUC {_auc(x, y):.3f})"
+            label = f"{label or 'curve'} (AUC {trapezoid(y, x):.3f})"
         (line,) = ax.plot(x, y, label=label)
         if fill:
             ax.fill_between(x, y, alpha=0.2, color=line.get_color())
@@ -589,14 +567,13 @@ def show_images(images, labels=None, masks=None, classes: Sequence[str] | None =
     if masks is not None:
         given = np.asarray(masks.detach().cpu() if isinstance(masks, torch.Tensor) else masks)
         if given.shape != pictures.shape[:3] or not np.isin(given, (0, 1)).all():
-            raise ValueError(
-                f"masks: expected bools or 0/1 of shape {pictures.shape[:3]} like images, got {_shape(given)}"
-            )
+            expected = f"bools or 0/1 of shape {pictures.shape[:3]} like images"
+            raise ValueError(f"masks: expected {expected}, got {_shape(given)}")
         masks = given.astype(bool)
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
         raise ValueError(f"ncols: expected an int >= 1, got {describe(ncols)}")
     n_cols = min(ncols, n)
-    n_rows = -(-n // n_cols)
+    n_rows = math.ceil(n / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.5 * n_cols, 1.7 * n_rows), squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.flat):
         if i >= n:
@@ -608,7 +585,7 @@ def show_images(images, labels=None, masks=None, classes: Sequence[str] | None =
             ax.contour(masks[i].astype(float), levels=[0.5], colors="white", linewidths=1)
         if labels is not None:
             ax.set_title(classes[labels[i]] if classes is not None else str(labels[i]), fontsize=9)
-        _no_ticks(ax)
+        ax.set(xticks=[], yticks=[])
     return fig
 
 

@@ -1,14 +1,12 @@
 """One builder for parameter explorers: sliders and menus around a plain function.
 
-The explorer holds no logic of its own. A chapter writes a function
-``callback(image=index, **parameters)`` in the package, tests it like any other
-function, and hands it to ``explorer`` with the parameters to expose::
+The explorer holds no logic of its own. A chapter writes a function ``callback(image=index, **parameters)`` in
+the package, tests it like any other function, and hands it to ``explorer`` with the parameters to expose::
 
     box = explorer(show_occlusion, images, window=(4, 32, 4), baseline=["zero", "mean"])
 
-Results are cached by parameter values, so going back to a setting redraws at once.
-An error in the callback is raised, never hidden, so a notebook run fails on it.
-Introduced in chapter 00.
+Results are cached by parameter values, so going back to a setting redraws at once. An error in the callback is
+raised, never hidden, so a notebook run fails on it. Introduced in chapter 00.
 """
 
 from __future__ import annotations
@@ -190,23 +188,17 @@ def explorer(callback: Callable, images=None, *, cache_size: int = 32, **paramet
     check_positive_int("cache_size", cache_size)
     signature = inspect.signature(callback).parameters
     defaults = {name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-        missing = [
-            name for name in [*(["image"] if images is not None else []), *parameter_widgets] if name not in signature
-        ]
-        if missing:
-            raise TypeError(
-                f"callback: expected parameters {missing} (one per control), got parameters {list(signature)}"
-            )
+    controlled = (["image"] if images is not None else []) + list(parameter_widgets)
+    missing = [name for name in controlled if name not in signature]
+    if missing and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+        raise TypeError(f"callback: expected parameters {missing} (one per control), got parameters {list(signature)}")
     controls = {}
     if images is not None:
         if "image" in parameter_widgets:
             raise ValueError("image: given both as images and as a parameter widget; pass only one")
         if not isinstance(images, (torch.Tensor, np.ndarray)) or images.ndim != 4 or len(images) == 0:
             raise ValueError(f"images: expected a tensor (N, 3, H, W) with N >= 1, got {describe(images)}")
-        controls["image"] = widgets.IntSlider(
-            min=0, max=len(images) - 1, value=0, description="image", continuous_update=False
-        )
+        controls["image"] = widgets.IntSlider(min=0, max=len(images) - 1, description="image", continuous_update=False)
     for name, spec in parameter_widgets.items():
         controls[name] = _control(name, spec, defaults.get(name))
     _align_labels(controls.values())
