@@ -222,8 +222,13 @@ def test_rise_on_series():
 # ----------------------------------------------------------------------------- SIDU
 
 
-def sidu_slowly(model, x, target, layer, threshold=0.5, relative=True, sigma=0.25):
-    """SIDU written plainly: scikit-image resize, one mask at a time, uniqueness by a double loop."""
+REFERENCE_P1 = 0.5  # the reference code divides by N p1, a constant left over from RISE; the course does not
+
+
+def sidu_slowly(model, x, target, layer, threshold=0.5, relative=False, sigma=0.25, weights="both"):
+    """SIDU as the reference code computes it, written plainly: binarize each feature map at ``threshold``
+    before upsampling (times the map's maximum if ``relative``), scikit-image resize, one mask at a time,
+    the kernel as sqrt(exp(-d^2 / sigma^2)), uniqueness by a double loop, the sum divided by N p1."""
     captured = []
     handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
     with torch.no_grad():
@@ -242,40 +247,66 @@ def sidu_slowly(model, x, target, layer, threshold=0.5, relative=True, sigma=0.2
     uniqueness = (uniqueness - uniqueness.min()) / (uniqueness.max() - uniqueness.min() + 1e-13)
     saliency = np.zeros(x.shape[1:])
     for i in range(k):
-        similarity = np.exp(-((p_x[target] - probs[i][target]) ** 2) / (2 * sigma**2))
-        saliency += similarity * uniqueness[i] * masks[i]
-    return torch.from_numpy(saliency / k).float()
+        similarity = np.sqrt(np.exp(-(abs(p_x[target] - probs[i][target]) ** 2) / sigma**2))
+        weight = {"both": similarity * uniqueness[i], "similarity": similarity, "uniqueness": uniqueness[i]}[weights]
+        saliency += weight * masks[i]
+    return torch.from_numpy(saliency / k / REFERENCE_P1).float()
 
 
-@pytest.mark.parametrize("relative, threshold", [(True, 0.5), (True, 0.2), (False, 0.05)])
-def test_sidu_equals_a_slow_reference(images, relative, threshold):
+def test_sidu_default_is_the_published_algorithm(images):
+    """Absolute threshold 0.5 on the raw feature maps (model[2] = model[1] times 10), bilinear masks, the
+    reference code's formula: the same map up to the factor p1 the course leaves out."""
+    model = sidu_model()
+    target = [1, 2]
+    ours = occlusion.sidu(model, images, torch.tensor(target), layer=model[2])
+    for n in range(2):
+        kept = (model[:3](images[n : n + 1]) > 0.5).float().mean((2, 3))
+        assert 0 < kept.min() and kept.max() < 1  # no mask empty or full: the threshold matters
+        slow = sidu_slowly(model, images[n], target[n], model[2])
+        assert slow.abs().max() > 1e-3
+        assert torch.allclose(ours[n], REFERENCE_P1 * slow.expand(3, -1, -1), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "relative, threshold, weights",
+    [(True, 0.5, "both"), (True, 0.2, "both"), (False, 0.05, "both"), (False, 0.05, "similarity"),
+     (True, 0.5, "uniqueness")],
+)  # fmt: skip
+def test_sidu_options_equal_the_slow_reference(images, relative, threshold, weights):
+    """relative=True, threshold=0.5 is the course's default before issue 21; "similarity" is the reference
+    code's explain_diff."""
     model = sidu_model()
     target = [0, 2]
-    ours = occlusion.sidu(model, images, torch.tensor(target), layer=model[1], threshold=threshold, relative=relative)
+    ours = occlusion.sidu(model, images, torch.tensor(target), layer=model[1], threshold=threshold,
+                          relative=relative, weights=weights)  # fmt: skip
     for n in range(2):
-        slow = sidu_slowly(model, images[n], target[n], model[1], threshold, relative)
+        slow = REFERENCE_P1 * sidu_slowly(model, images[n], target[n], model[1], threshold, relative, weights=weights)
         assert slow.abs().max() > 1e-3
         assert torch.allclose(ours[n], slow.expand(3, -1, -1), rtol=0, atol=1e-5)
 
 
-def test_sidu_relative_threshold_ignores_the_activation_scale(images):
+def test_sidu_absolute_threshold_is_in_the_units_of_the_layer(images):
+    """The published threshold depends on the activation scale, the relative one does not."""
     model = sidu_model()
-    plain = occlusion.sidu(model, images, layer="1")
-    scaled = occlusion.sidu(model, images, layer="2")  # the same feature maps times 10
-    assert torch.allclose(plain, scaled, atol=1e-6)
-    absolute = occlusion.sidu(model, images, layer="1", relative=False, threshold=0.05)
-    absolute_scaled = occlusion.sidu(model, images, layer="2", relative=False, threshold=0.05)
-    assert not torch.allclose(absolute, absolute_scaled, atol=1e-4)
+    assert model[:2](images).max() < 0.5  # layer "1": every mask is empty at 0.5, and the map is zero
+    assert occlusion.sidu(model, images, layer="1").abs().max() == 0
+    published = occlusion.sidu(model, images, layer="2")  # the same feature maps times 10
+    assert torch.allclose(published, occlusion.sidu(model, images, layer="1", threshold=0.05), atol=1e-6)
+    assert published.abs().max() > 1e-3
+    relative = occlusion.sidu(model, images, layer="1", relative=True)
+    assert torch.allclose(relative, occlusion.sidu(model, images, layer="2", relative=True), atol=1e-6)
+    assert not torch.allclose(relative, published, atol=1e-4)
 
 
 def test_sidu_on_the_course_model_and_a_series_model():
     model = models.load("shapes_cnn")
     x = data.canonical(1).images
-    saliency = occlusion.sidu(model, x, layer="features")
+    saliency = occlusion.sidu(model, x, layer="features.8")
     assert saliency.shape == x.shape and saliency.min() >= 0 and saliency.max() > 0
     series = series_model()
     s = torch.randn(2, 1, 24, generator=torch.Generator().manual_seed(0))
-    slow = sidu_slowly(series, s[0], series(s[:1]).argmax().item(), series[1])
+    slow = REFERENCE_P1 * sidu_slowly(series, s[0], series(s[:1]).argmax().item(), series[1])
+    assert slow.abs().max() > 1e-3
     assert torch.allclose(occlusion.sidu(series, s, layer=series[1])[0, 0], slow, atol=1e-5)
 
 
@@ -386,7 +417,14 @@ BAD = [
     (occlusion.sidu, {"layer": nn.ReLU()}, TypeError, "layer"),
     (occlusion.sidu, {"layer": "conv", "sigma": 0.0}, ValueError, "sigma"),
     (occlusion.sidu, {"layer": "conv", "threshold": "high"}, TypeError, "threshold"),
+    (occlusion.sidu, {"layer": "conv", "threshold": float("nan")}, TypeError, "threshold"),
+    (occlusion.sidu, {"layer": "conv", "threshold": True}, TypeError, "threshold"),
+    (occlusion.sidu, {"layer": "conv", "threshold": 1.0, "relative": True}, ValueError, "threshold"),
+    (occlusion.sidu, {"layer": "conv", "threshold": -0.1, "relative": True}, ValueError, "threshold"),
     (occlusion.sidu, {"layer": "conv", "relative": 1}, TypeError, "relative"),
+    (occlusion.sidu, {"layer": "conv", "relative": "yes"}, TypeError, "relative"),
+    (occlusion.sidu, {"layer": "conv", "weights": "sd"}, ValueError, "weights"),
+    (occlusion.sidu, {"layer": "conv", "weights": None}, ValueError, "weights"),
     (occlusion.sidu, {"layer": "fc"}, ValueError, "layer"),  # output (N, 3), not feature maps
     (occlusion.timereise, {}, ValueError, "x"),  # images, not series
 ]

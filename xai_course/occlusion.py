@@ -15,10 +15,11 @@ All five methods share that idea and differ in what they hide and how they avera
   S_c(lambda) = 1 / (N p) sum_i P_c(x * M_i) M_i(lambda),
   a Monte-Carlo estimate of E[P_c(x * M) | M(lambda) = 1].
 - **SIDU** (Muddamsetty, Jahromi, Ciontos, Fenoy & Moeslund 2021; Pattern Recognition 2022). One mask per
-  feature map A_k of a chosen layer: B_k = 1[A_k > threshold], resized bilinearly to the input. With the
-  softmax vectors P = P(x) and P_k = P(x * M_k), the similarity difference
+  feature map A_k of a chosen layer: B_k = 1[A_k > 0.5] on the raw activations (the reference code's
+  absolute threshold; ``relative=True`` takes a share of each map's maximum), resized bilinearly to the input.
+  With the softmax vectors P = P(x) and P_k = P(x * M_k), the similarity difference
   SD_k = exp(-(P_c - P_k,c)^2 / (2 sigma^2)) and the uniqueness U_k = sum_j ||P_k - P_j|| (min-max scaled to
-  [0, 1]) weight the masks: S_c = 1/K sum_k SD_k U_k M_k.
+  [0, 1]) weight the masks: S_c = 1/K sum_k SD_k U_k M_k (``weights`` keeps one of the two terms).
 - **TimeREISE** (Mercier, Dengel & Ahmed 2022) for series (N, C, L): RISE masks drawn per channel for every
   combination of a density p and a number of slices (granularity), and the sum of the scores weighted by the
   masks divided by how often each point was kept, S = sum_i P_c(x * m_i) m_i / sum_i m_i, min-max scaled to
@@ -373,24 +374,42 @@ def rise(
 
 # ----------------------------------------------------------------------------- SIDU
 
+SIDU_WEIGHTS = ("both", "similarity", "uniqueness")  # W_k = SD_k U_k, SD_k alone, U_k alone
 
-def sidu_map(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size) -> torch.Tensor:
+
+def sidu_map(
+    model, x_n, fill_n, a, t, threshold, relative, sigma, weights, batch_size
+) -> torch.Tensor:
     """SIDU saliency (*spatial) of one input for class t from its feature maps ``a`` (K, *small).
 
     Chapter 03."""
-    scale = a.flatten(1).amax(1).view(-1, *[1] * (a.ndim - 1)) if relative else 1.0
-    binary = (a > threshold * scale).to(x_n.dtype)
+    cut = threshold * a.flatten(1).amax(1).view(-1, *[1] * (a.ndim - 1)) if relative else threshold
+    binary = (a > cut).to(x_n.dtype)  # B_k, thresholded before upsampling
     p_x = F.softmax(model(x_n[None]), dim=1)[0].double()
     probs = []
     for part in batch_slices(a.shape[0], batch_size):
-        masks = resize(binary[part], x_n.shape[1:])
+        masks = resize(binary[part], x_n.shape[1:])  # M_k
         probs.append(F.softmax(_forward(model, _masked(x_n, fill_n, masks)), dim=1).double())
-    probs = torch.cat(probs)
-    similarity = torch.exp(-((p_x[t] - probs[:, t]) ** 2) / (2 * sigma**2))
-    uniqueness = torch.cdist(probs, probs).sum(1)
-    uniqueness = (uniqueness - uniqueness.min()) / (uniqueness.max() - uniqueness.min() + 1e-13)
-    weights = (similarity * uniqueness).view(-1, *[1] * (a.ndim - 1))
-    return resize((weights * binary.double()).sum(0, keepdim=True), x_n.shape[1:])[0] / a.shape[0]
+    probs = torch.cat(probs)  # P_k, (K, classes)
+    sd = torch.exp(-((p_x[t] - probs[:, t]) ** 2) / (2 * sigma**2))
+    u = torch.cdist(probs, probs).sum(1)
+    u = (u - u.min()) / (u.max() - u.min() + 1e-13)
+    w = {"both": sd * u, "similarity": sd, "uniqueness": u}[weights].view(-1, *[1] * (a.ndim - 1))
+    return resize((w * binary.double()).sum(0, keepdim=True), x_n.shape[1:])[0] / a.shape[0]
+
+
+def _check_sidu_options(threshold, relative, sigma, weights) -> tuple[float, float]:
+    """The checked ``threshold`` and ``sigma`` of ``sidu``; errors name the argument. Chapter 03."""
+    if not isinstance(relative, bool):
+        raise TypeError(f"relative: expected True or False, got {describe(relative)}")
+    threshold, sigma = _check_float("threshold", threshold), _check_float("sigma", sigma, positive=True)
+    if relative and not 0 <= threshold < 1:
+        raise ValueError(
+            f"threshold: with relative=True, expected a fraction of each map's maximum in [0, 1), got {threshold}"
+        )
+    if not isinstance(weights, str) or weights not in SIDU_WEIGHTS:
+        raise ValueError(f"weights: expected one of {', '.join(map(repr, SIDU_WEIGHTS))}, got {describe(weights)}")
+    return threshold, sigma
 
 
 @contract(signed=False, needs="layers", random=False)
@@ -401,45 +420,55 @@ def sidu(
     *,
     layer,
     threshold: float = 0.5,
-    relative: bool = True,
+    relative: bool = False,
     sigma: float = 0.25,
+    weights: str = "both",
     baseline=0.0,
     batch_size: int = BATCH_SIZE,
 ) -> torch.Tensor:
     """SIDU: similarity difference and uniqueness (Muddamsetty et al. 2021, 2022).
 
+    The papers weight one mask per feature map by the similarity difference SD_k times the uniqueness
+    U_k; the defaults follow the authors' reference code (``SIDU_XAI.py`` of
+    ``satyamahesh84/SIDU_XAI_CODE``) in every detail: each feature map A_k of ``layer`` is binarized at
+    the absolute value 0.5 *before* upsampling, B_k = 1[A_k > 0.5], and resized bilinearly (mirrored
+    borders) to the input, M_k; the masked input is x * M_k; with softmax vectors P = P(x) and
+    P_k = P(x * M_k), SD_k,c = exp(-(P_c - P_k,c)^2 / (2 sigma^2)) with sigma = 0.25, U_k =
+    sum_j ||P_k - P_j||_2 over all classes, min-max scaled to [0, 1] over the K masks, and
+    S_c = 1/K sum_k SD_k,c U_k M_k.
+
     Parameters
     ----------
     model, x, target : the calling contract; images (N, C, H, W) or series (N, C, L).
-    layer : the sub-module (or its name) whose K feature maps give the masks, usually the last
-        convolutional block (e.g. ``"features"`` of ``ShapesCNN``).
-    threshold : a feature map's mask is 1 where the activation exceeds ``threshold``. With
-        ``relative=True`` (default) the threshold is a fraction of that map's maximum on this input,
-        so multiplying the activations by any positive factor changes nothing; a map without
-        positive activation gives an empty mask. ``relative=False`` compares raw activations with
-        ``threshold``, as the reference code does with 0.5, which gives all-empty or all-full masks
-        when the layer's scale differs from the one it was tuned for.
-    sigma : kernel width of the similarity difference (0.25 in the paper).
-    baseline : what masked positions show, as in ``rise`` (0.0 in the reference code).
+    layer : the sub-module (or its name) whose K feature maps give the masks; the authors use the last
+        convolutional layer (e.g. ``"features.8"`` of ``ShapesCNN``, ``guide.last_conv``).
+    threshold, relative : the mask B_k is 1 where A_k > ``threshold`` (the reference code's 0.5 on raw
+        activations, which depends on the layer's scale: masks can come out empty or full on another
+        network). ``relative=True``, the course's option, compares with ``threshold`` times each map's
+        maximum on this input, ``threshold`` in [0, 1); it was the course's default before issue 21.
+    sigma : kernel width of the similarity difference (0.25 in the reference code).
+    weights : W_k = SD_k U_k (``"both"``, the papers'), SD_k alone (``"similarity"``, the reference
+        code's ``explain_diff``) or U_k alone (``"uniqueness"``, the course's, for ablations).
+    baseline : what masked positions show, as in ``rise``. The reference code multiplies by the mask,
+        which fills with 0 in the model's input space (the default): black for the course images,
+        the ImageNet mean colour for the authors' mean-subtracted inputs (``baseline="mean"``).
     batch_size : masked inputs per forward pass.
 
     Returns
     -------
-    S_c = 1/K sum_k SD_k,c U_k M_k (the reference code's extra factor 1 / p1 = 2 left out), the same
-    map on every channel. Chapter 03.
+    S_c, the same map on every channel. The reference code divides by K p1 with p1 = 0.5, a constant
+    left over from RISE: the course leaves out the factor 2. Chapter 03.
     """
     x, unbatched = check_input(model, x)
     check_spatial(x)
     check_positive_int("batch_size", batch_size)
-    threshold, sigma = _check_float("threshold", threshold), _check_float("sigma", sigma, positive=True)
-    if not isinstance(relative, bool):
-        raise TypeError(f"relative: expected True or False, got {describe(relative)}")
+    threshold, sigma = _check_sidu_options(threshold, relative, sigma, weights)
     fill = baseline_like(x, baseline)
     logits, features = feature_maps(model, x, layer, batch_size)
     target = resolve_target(target, logits)
     with model_guard(model), torch.no_grad():
         maps = [
-            sidu_map(model, x_n, fill_n, a, t, threshold, relative, sigma, batch_size)
+            sidu_map(model, x_n, fill_n, a, t, threshold, relative, sigma, weights, batch_size)
             for x_n, fill_n, a, t in zip(x, fill, features, target.tolist())
         ]
     return output_like(torch.stack(maps).unsqueeze(1).expand_as(x), x, unbatched)
