@@ -497,11 +497,11 @@ class _Snapshot:
 
 
 def _snapshot(model: nn.Module) -> _Snapshot:
-    modules = list(model.modules())  # one walk: a few microseconds per module, on every explanation
-    flags = {m: (m.training, getattr(m, "inplace", None)) for m in modules}
-    parameters, buffers = {id(p): p for p in model.parameters()}, {id(b): b for b in model.buffers()}
-    tensors = {key: (t, t.grad, t.requires_grad) for key, t in (parameters | buffers).items()}
-    copies = {key: (b, b.detach().clone()) for key, b in buffers.items()}  # small: running statistics, counters
+    # vars(m): a plain attribute lookup; getattr(m, "inplace", None) raises inside nn.Module for most modules
+    flags = {m: (m.training, vars(m).get("inplace")) for m in model.modules()}
+    buffers = list(model.buffers())
+    tensors = {id(t): (t, t.grad, t.requires_grad) for t in [*model.parameters(), *buffers]}
+    copies = {id(b): (b, b.detach().clone()) for b in buffers}  # small: running statistics, counters
     return _Snapshot(flags, tensors, copies)
 
 
