@@ -7,16 +7,15 @@ layer's output again, equal in value, but with the backward pass the method want
 - ``rescaled(output, z, scale)`` = [output] + (z - [z]) [scale], with [.] detached: the value of the output,
   and a backward pass that sends the incoming gradient c back through z multiplied by ``scale``. LRP (z a
   rule's modified forward pass, scale = output / z) and Deep SHAP's rescale rule (scale = dy / dz) are so.
-- ``relu_rule(backward)``: a ReLU whose backward pass is any function of the incoming gradient R_out
-  (deconvnet's max(R_out, 0), guided backprop's R_out 1[z > 0] 1[R_out > 0]), through a hook on the node of
-  each ReLU call in the autograd graph, or ``ReLURule``, an autograd function.
+- ``relu_rule(backward)``: every ReLU *call* of one forward pass, functional ones (``F.relu``, ``x.relu()``)
+  included, gets a backward pass that is any function of the incoming gradient R_out (deconvnet's max(R_out, 0),
+  guided backprop's R_out 1[z > 0] 1[R_out > 0]), through a hook on the call's node in the autograd graph, or
+  ``ReLURule``, an autograd function.
 
-``modified(model, rules)`` registers rules on modules through their handles and removes them when the block
-ends, even on an error; ``relu_rule(backward)`` applies a ReLU rule to every ReLU *call*, functional ones
-(``F.relu``, ``x.relu()``) included, in the autograd graph of one forward pass. Neither patches anything
-outside the model, and the second watches function calls, when it must, only in the calling thread (a
-``TorchFunctionMode``). ``LAYERS`` is the one registry of layer types, ``check_layers`` says which a method
-supports; max-pooling's switches and unpooling live here once. Introduced in chapter 01.
+``modified(model, rules)`` registers rules on modules and removes them when the block ends, even on an error.
+Neither patches anything outside the model; ``relu_rule`` watches function calls, when it must, only in the calling
+thread (a ``TorchFunctionMode``). ``LAYERS`` is the one registry of layer types, ``check_layers`` says which a
+method supports; max-pooling's switches and unpooling live here once. Introduced in chapter 01.
 """
 
 from __future__ import annotations
@@ -45,21 +44,8 @@ LAYERS = {  # the layer types the engine knows, by what they do
     "weighted": (nn.Conv1d, nn.Conv2d, nn.Linear),
     "relu": (nn.ReLU, nn.LeakyReLU),  # positively homogeneous: z * dy/dz = y
     "activation": (
-        nn.ELU,
-        nn.CELU,
-        nn.SELU,
-        nn.GELU,
-        nn.SiLU,
-        nn.Mish,
-        nn.Sigmoid,
-        nn.Tanh,
-        nn.Softplus,
-        nn.Softsign,
-        nn.ReLU6,
-        nn.Hardtanh,
-        nn.Hardswish,
-        nn.Hardsigmoid,
-        nn.PReLU,
+        nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign,
+        nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.PReLU,
     ),  # fmt: skip
     "maxpool": (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
     "avgpool": (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d),
@@ -74,9 +60,7 @@ SUPPORTS = {  # the kinds each method explains; a layer of another kind is refus
 
 
 def kind(module: nn.Module) -> str | None:
-    """The kind of ``module`` in ``LAYERS`` ("weighted", "relu", ...), or None for a layer the engine does not know.
-
-    Chapter 01."""
+    """The kind of ``module`` in ``LAYERS`` ("weighted", "relu", ...), or None for an unknown layer. Chapter 01."""
     return next((k for k, types in LAYERS.items() if isinstance(module, types)), None)
 
 
@@ -242,7 +226,6 @@ def autograd_nodes(output: torch.Tensor) -> set:
 
 def max_pool_switches(pool: nn.Module, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The output of the max-pooling module ``pool`` on ``a`` and its switches (where each maximum came from).
-
     Chapter 02."""
     if isinstance(pool, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
         adaptive = F.adaptive_max_pool1d if isinstance(pool, nn.AdaptiveMaxPool1d) else F.adaptive_max_pool2d

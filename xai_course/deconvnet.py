@@ -17,13 +17,11 @@ Guided backprop (Springenberg, Dosovitskiy, Brox & Riedmiller 2015, "Striving fo
 masks: R_in = R_out 1[z > 0] 1[R_out > 0]. Saliency (Simonyan, Vedaldi & Zisserman 2014) keeps the plain
 gradient (``gradient.saliency``).
 
-The modified backward pass is a rule for the ReLU (``deconvnet_rule``, ``guided_rule``), applied by the engine
-of ``backward`` to every ReLU *call* of the forward pass (``backward.relu_rule``): the forward pass runs
-unchanged, then the node of each ReLU call in the autograd graph of the logits gets a hook that returns the rule:
-``nn.ReLU`` modules (in place or not, one module reused several times) and functional calls (``F.relu``,
-``torch.relu``, ``x.relu()``) alike. A call of any other activation (sigmoid, tanh, GELU, leaky ReLU, softmax,
-clamp, ...) raises ``NotImplementedError``. A ReLU written as other arithmetic (``x * (x > 0)``, ``torch.where``)
-cannot be seen and keeps its plain gradient. TorchScript modules may not be seen either.
+The modified backward pass is a rule for the ReLU (``deconvnet_rule``, ``guided_rule``) that ``backward.relu_rule``
+applies to every ReLU *call*: ``nn.ReLU`` modules (in place or not, one module reused several times) and functional
+calls (``F.relu``, ``torch.relu``, ``x.relu()``) alike. A call of any other activation (sigmoid, tanh, GELU, leaky
+ReLU, softmax, clamp, ...) raises ``NotImplementedError``. A ReLU written as other arithmetic (``x * (x > 0)``,
+``torch.where``) cannot be seen and keeps its plain gradient. TorchScript modules may not be seen either.
 
 The maps hardly depend on the target class or on the upper layers' weights (Nie, Zhang & Patel 2018;
 Adebayo et al. 2018): ``target_similarity`` and ``evaluate.randomization_check`` measure this.
@@ -51,7 +49,7 @@ from torch import nn
 
 from . import data as course_data
 from . import inversion, training
-from .backward import max_pool_switches, modified, relu_rule, unpool
+from .backward import LAYERS, max_pool_switches, modified, relu_rule, unpool
 from .core import (
     batch_slices,
     check_input,
@@ -73,8 +71,7 @@ from .evaluate import spearman
 
 
 def deconvnet_rule(r_out: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
-    """The deconvnet's ReLU backward pass: R_in = max(R_out, 0), whatever the forward ReLU let
-    through.
+    """The deconvnet's ReLU backward pass: R_in = max(R_out, 0), whatever the ReLU let through.
 
     ``gradient`` = R_out 1[z > 0], the ReLU's own gradient, is not needed: R_in is written into
     it (a tensor of this backward pass alone, so no new one is allocated). Chapter 07."""
@@ -87,12 +84,6 @@ def guided_rule(r_out: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     return gradient.clamp_(min=0)
 
 
-def _modified_gradient(model, x, target, rule) -> torch.Tensor:
-    """The gradient of the target's logit with every ReLU call's backward pass replaced by ``rule``."""
-    x, r, unbatched = target_gradient(model, x, target, forward=relu_rule(rule))
-    return output_like(r, x, unbatched)
-
-
 @contract(signed=True, needs="gradients", random=False)
 def deconvnet(model, x, target=None) -> torch.Tensor:
     """The deconvnet map of the target's logit (Zeiler & Fergus 2014), as a modified gradient.
@@ -102,7 +93,8 @@ def deconvnet(model, x, target=None) -> torch.Tensor:
     applies its transposed filters. For a chain of layers this is ``project`` from the logits divided by
     the logit. Same shape as ``x``; the model is evaluated in eval mode and left unchanged. Chapter 07.
     """
-    return _modified_gradient(model, x, target, deconvnet_rule)
+    x, r, unbatched = target_gradient(model, x, target, forward=relu_rule(deconvnet_rule))
+    return output_like(r, x, unbatched)
 
 
 @contract(signed=True, needs="gradients", random=False)
@@ -112,18 +104,17 @@ def guided_backprop(model, x, target=None) -> torch.Tensor:
     The gradient's forward mask and the deconvnet's backward mask at once; everything else as in
     ``deconvnet``. Same shape as ``x``. Chapter 07.
     """
-    return _modified_gradient(model, x, target, guided_rule)
+    x, r, unbatched = target_gradient(model, x, target, forward=relu_rule(guided_rule))
+    return output_like(r, x, unbatched)
 
 
 # ----------------------------------------------------------------------------- the explicit deconvolutional network
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
-_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d)
-_AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d)
-_ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-_AFFINE = (*_AVGPOOLS, *_ADAPTIVE, nn.BatchNorm1d, nn.BatchNorm2d)  # linear maps: transposed by their gradient
+_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d)  # not the adaptive ones of LAYERS["maxpool"]
+_AFFINE = (*LAYERS["avgpool"], *LAYERS["batchnorm"])  # linear maps: transposed by their gradient
 _RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd)
-_PROJECTABLE = (nn.ReLU, *_CONVS, nn.Linear, *_MAXPOOLS, *_AFFINE, *_RESHAPES)
+_PROJECTABLE = (nn.ReLU, *LAYERS["weighted"], *_MAXPOOLS, *_AFFINE, *_RESHAPES)  # ReLU only, not LeakyReLU
 _SUPPORTED = ", ".join(t.__name__.lstrip("_").replace("DropoutNd", "Dropout") for t in _PROJECTABLE)
 
 
@@ -137,9 +128,9 @@ class _Layer:
     output_shape: tuple
 
 
-def _problems(model: nn.Module, calls: list) -> list[str]:
+def _problems(names: dict, calls: list) -> list[str]:
     """Why the recorded calls cannot be walked as a chain: reused or unsupported layers, odd settings."""
-    problems, names = [], {m: n for n, m in model.named_modules()}
+    problems = []
     for module in dict.fromkeys(m for m, _ in calls):
         name, count = names[module], sum(m is module for m, _ in calls)
         if count > 1:
@@ -171,17 +162,17 @@ def _replay(calls: list, x: torch.Tensor, out) -> tuple[list[tuple], str | None]
 def _chain(model: nn.Module, x: torch.Tensor) -> list[_Layer]:
     """The layers of ``model`` in call order on ``x[:1]``, checked to form a chain that computes the model.
 
-    Raises ``NotImplementedError`` naming what breaks the chain: a layer called several times, a layer with
-    no deconvolutional counterpart, or a forward pass that is not the layers one after the other (residual
-    additions, functional layers such as F.relu or torch.cat between the modules).
+    ``NotImplementedError`` names what breaks the chain: a layer called several times or with no
+    deconvolutional counterpart, residual additions, functional layers (F.relu, torch.cat) between modules.
     """
+    names = {m: n for n, m in model.named_modules()}
     leaves = [m for m in model.modules() if not list(m.children())]
     calls: list = []
-    record = lambda m, args: calls.append((m, tuple(args[0].shape)))  # noqa: E731
+    record = lambda m, args: calls.append((m, tuple(args[0].shape)))
     with model_guard(model), torch.no_grad():
         with modified(model, {}, dict.fromkeys(leaves, record)):
             out = model(x[:1])
-        problems = _problems(model, calls)
+        problems = _problems(names, calls)
         shapes, mismatch = _replay(calls, x[:1], out) if not problems else ([], None)
     if problems or mismatch:
         found = "; ".join(problems) if problems else mismatch
@@ -190,19 +181,18 @@ def _chain(model: nn.Module, x: torch.Tensor) -> list[_Layer]:
             f"ShapesCNN), and cannot walk {type(model).__name__}: {found}. Residual networks cannot be projected "
             f"this way; deconvnet and guided_backprop work for them. Supported layers: {_SUPPORTED}"
         )
-    names = {m: n for n, m in model.named_modules()}
     return [_Layer(names[m], m, shape, output) for (m, shape), output in zip(calls, shapes)]
 
 
-def _stop(chain: list[_Layer], model: nn.Module, layer) -> int:
-    """The index in ``chain`` of the layer called ``layer`` (a container: its last layer)."""
+def _up_to(chain: list[_Layer], model: nn.Module, layer) -> list[_Layer]:
+    """``chain`` up to the layer called ``layer`` (a container: up to its last layer)."""
     if not isinstance(layer, str):
         raise TypeError(f"layer: expected a module name (str) from model.named_modules(), got {describe(layer)}")
     names = [step.name for step in chain]
     inside = [i for i, name in enumerate(names) if name == layer or name.startswith(layer + ".")]
     if not layer or not inside or layer not in dict(model.named_modules()):
         raise ValueError(f"layer: expected one of the layers {names} or a container of them, got {layer!r}")
-    return inside[-1]
+    return chain[: inside[-1] + 1]
 
 
 def _run(chain: list[_Layer], x: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -261,12 +251,8 @@ def project_back(chain: list[_Layer], switches: dict, r: torch.Tensor) -> torch.
     pixels. Chapter 07."""
     for i in reversed(range(len(chain))):
         step, n = chain[i], len(r)
-        r = undo_layer(
-            step.module,
-            r.reshape(n, *step.output_shape[1:]),
-            (n, *step.input_shape[1:]),
-            switches.get(i),
-        )
+        r = r.reshape(n, *step.output_shape[1:])
+        r = undo_layer(step.module, r, (n, *step.input_shape[1:]), switches.get(i))
     return r
 
 
@@ -328,21 +314,18 @@ def project(model, x, layer: str, channel: int, *, position=None) -> torch.Tenso
     position : None keeps the whole feature map, "max" its largest activation in each image, a tuple of
         ints (one per spatial dimension of the layer) that one activation.
 
-    The kept activations keep their values; all others are set to zero. Then the network goes back layer by
-    layer: unpooling by the switches recorded in the forward pass, rectification (ReLU), transposed filters
-    (``conv_transpose2d`` with the layer's weights, no bias), W^T for linear layers, the gradient for
-    average pooling and BatchNorm (linear maps), reshaping for Flatten. Returns the projection, of the shape
-    of ``x``. From the logits (the last Linear, unit c) it is f_c(x) times ``deconvnet(model, x, c)`` when
+    The kept activations keep their values, all others are set to zero; then the network goes back layer by
+    layer (``undo_layer``): unpooling by the recorded switches, rectification, transposed filters (no bias)
+    or W^T, the gradient of average pooling and BatchNorm, reshaping. Returns the projection, of the shape of
+    ``x``; from the logits (the last Linear, unit c) it is f_c(x) times ``deconvnet(model, x, c)`` when
     f_c(x) > 0. Chapter 07.
     """
-    check_model(model)
     x, unbatched = check_input(model, x)
-    chain = _chain(model, x)
-    stop = _stop(chain, model, layer)
+    chain = _up_to(_chain(model, x), model, layer)
     with model_guard(model), torch.no_grad():
-        a, switches = _run(chain[: stop + 1], x)
+        a, switches = _run(chain, x)
         channel = _check_channel(channel, a)
-        r = project_back(chain[: stop + 1], switches, _keep(a, channel, _positions(position, a, channel)))
+        r = project_back(chain, switches, _keep(a, channel, _positions(position, a, channel)))
     return output_like(r, x, unbatched)
 
 
@@ -387,21 +370,20 @@ def _receptive_fields(chain: list[_Layer], positions: torch.Tensor, size: tuple)
     Going down, a window of size s, stride t, padding p and dilation e maps the rows [lo, hi] of its
     output to [lo t - p, hi t - p + e (s - 1)] of its input; a linear or reshaping layer to everything.
     """
-    size_t = torch.tensor(size)
-    lo, hi, whole = positions.clone(), positions.clone(), positions.shape[1] != len(size)
+    size_t, d = torch.tensor(size), positions.shape[1]
+    lo, hi, whole = positions.clone(), positions.clone(), d != len(size)
     for i in reversed(range(len(chain))):
-        step = chain[i]
+        step, m = chain[i], chain[i].module
         reshaped = i > 0 and chain[i - 1].output_shape != step.input_shape
-        m, d = step.module, positions.shape[1]
         if whole or reshaped or isinstance(m, (nn.Linear, nn.Flatten, nn.Unflatten)):
             whole = True
             break
-        if isinstance(m, (*_CONVS, *_MAXPOOLS, *_AVGPOOLS)):
+        if isinstance(m, (*_CONVS, *_MAXPOOLS, nn.AvgPool1d, nn.AvgPool2d)):
             padding = 0 if m.padding == "valid" else m.padding
             k, t, p = (_per_dim(v, d) for v in (m.kernel_size, m.stride, padding))
             e = _per_dim(getattr(m, "dilation", 1), d)
             lo, hi = lo * t - p, hi * t - p + e * (k - 1)
-        elif isinstance(m, _ADAPTIVE):
+        elif isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
             n_in, n_out = torch.tensor(step.input_shape[2:]), torch.tensor(step.output_shape[2:])
             lo, hi = lo * n_in // n_out, -(-(hi + 1) * n_in // n_out) - 1
     if whole:
@@ -427,8 +409,7 @@ def top_activations(model, data, layer: str, channel: int, k: int = 9, *, batch_
     check_positive_int("k", k)
     if k > len(images):
         raise ValueError(f"k: expected at most the number of inputs {len(images)}, got {k}")
-    chain = _chain(model, images)
-    chain = chain[: _stop(chain, model, layer) + 1]
+    chain = _up_to(_chain(model, images), model, layer)
     with model_guard(model), torch.no_grad():
         best, where = [], []
         for part in batch_slices(len(images), batch_size):
@@ -475,13 +456,11 @@ def target_similarity(method: Callable, model, x, targets=None) -> TargetSimilar
     A class-discriminative method gives different maps for different classes (a low or negative cosine
     similarity of the signed maps); the deconvnet and guided backprop give nearly the same map whatever the
     class (Nie et al. 2018). The Spearman correlation of the magnitudes tells less: every method puts most
-    magnitude on the objects in the image, whatever the class. ``method``
-    follows the calling contract (``method(model, x, target)``); ``targets`` is a list of at least two
-    distinct class indices (default: every class). Chapter 07.
+    magnitude on the objects in the image, whatever the class. ``method`` follows the calling contract
+    (``method(model, x, target)``); ``targets``: at least two distinct class indices (default: all). Chapter 07.
     """
     if not callable(method):
         raise TypeError(f"method: expected a callable method(model, x, target), got {describe(method)}")
-    check_model(model)
     x, _ = check_input(model, x)
     check_spatial(x)
     with model_guard(model):

@@ -25,14 +25,13 @@ All five methods share that idea and differ in what they hide and how they avera
   masks divided by how often each point was kept, S = sum_i P_c(x * m_i) m_i / sum_i m_i, min-max scaled to
   [0, 1].
 
-By default masked positions take the baseline 0 in whatever space the model sees (RISE's convention): black
-for the course images in [0, 1], the mean level for the zero-mean course series; ``baseline`` changes it
-(``core.baseline_like``). Every
-method runs the model in eval mode under ``torch.no_grad()`` inside ``core.model_guard``, evaluates
-``batch_size`` perturbed inputs per forward pass and builds them batch by batch, so memory does not grow with
-the number of windows or masks. Random masks are drawn ``MASK_CHUNK`` at a time, each chunk from its own
-generator seeded by (seed, chunk): the same seed gives the same masks whatever ``batch_size``.
-Introduced in chapter 03.
+By default masked positions take the baseline 0 in whatever space the model sees (RISE's convention): black for
+the course images in [0, 1], the mean level for the zero-mean course series; ``baseline`` changes it
+(``core.baseline_like``). Every method runs the model in eval mode under ``torch.no_grad()`` inside
+``core.model_guard``, evaluates ``batch_size`` perturbed inputs per forward pass and builds them batch by batch,
+so memory does not grow with the number of windows or masks. Random masks are drawn ``MASK_CHUNK`` at a time,
+each chunk from its own generator seeded by (seed, chunk): the same seed gives the same masks whatever
+``batch_size``. Introduced in chapter 03.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ from .core import (
     baseline_like,
     batch_slices,
     check_input,
-    check_model,
+    check_number,
     check_positive_int,
     check_seed,
     check_spatial,
@@ -74,14 +73,6 @@ def _check_probability(name: str, p) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
         raise ValueError(f"{name}: expected a probability in (0, 1], got {describe(p)}")
     return float(p)
-
-
-def _check_float(name: str, value, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name}: expected a finite float, got {describe(value)}")
-    if positive and value <= 0:
-        raise ValueError(f"{name}: expected a float > 0, got {value}")
-    return float(value)
 
 
 def _forward(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -139,7 +130,6 @@ def spread_windows(drops: torch.Tensor, window: int, stride: int, spatial) -> to
 
 
 def _occlusion(model, x, target, window, stride, baseline, name, batch_size) -> torch.Tensor:
-    check_model(model)
     x, unbatched = check_input(model, x)
     check_spatial(x)
     for key, number in (("window", window), ("stride", stride), ("batch_size", batch_size)):
@@ -240,8 +230,8 @@ def _bilinear(n_in: int, n_out: int) -> torch.Tensor:
     left = source.floor()
     matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
     rows = torch.arange(n_out)
+    period = max(2 * (n_in - 1), 1)
     for index, weight in ((left, 1 - (source - left)), (left + 1, source - left)):
-        period = max(2 * (n_in - 1), 1)
         index = index.long().abs() % period
         index = torch.where(index >= n_in, period - index, index)  # mirror: -1 -> 1, n_in -> n_in - 2
         matrix.index_put_((rows, index), weight, accumulate=True)
@@ -277,9 +267,7 @@ def _chunk_generator(seed: int, stream: int, chunk: int) -> torch.Generator:
 def _draw(seed: int, stream: int, part: slice, grid: tuple, highs: tuple, p: float):
     """Low-resolution masks ``part`` of a stream: Bernoulli(p) grids (k, *grid) and shifts (k, len(highs)).
 
-    Drawn ``MASK_CHUNK`` at a time, each chunk from its own generator, so mask i is the same
-    whatever slices it is asked for in.
-    """
+    Drawn ``MASK_CHUNK`` at a time, so mask i is the same whatever slices it is asked for in."""
     first, last = part.start // MASK_CHUNK, (part.stop - 1) // MASK_CHUNK
     grids, shifts = [], []
     for chunk in range(first, last + 1):
@@ -314,14 +302,11 @@ def rise_masks(size, n_masks: int, *, grid: int = 8, p: float = 0.5, seed=0, sta
 
 def rise_map(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torch.Tensor:
     """RISE saliency (*spatial) of one input for class t, accumulated batch by batch in float64.
-
     Chapter 03."""
     saliency = torch.zeros(x_n.shape[1:], dtype=torch.float64, device=x_n.device)
     for part in batch_slices(n_masks, batch_size):
-        masks = rise_masks(
-            x_n.shape[1:], part.stop - part.start, grid=grid, p=p, seed=seed, start=part.start
-        )
-        masks = masks.to(x_n)
+        n = part.stop - part.start
+        masks = rise_masks(x_n.shape[1:], n, grid=grid, p=p, seed=seed, start=part.start).to(x_n)
         scores = F.softmax(_forward(model, _masked(x_n, fill_n, masks)), dim=1)[:, t]
         saliency += torch.tensordot(scores.double(), masks.double(), dims=1)
     return saliency / (n_masks * p)
@@ -381,7 +366,6 @@ def sidu_map(
     model, x_n, fill_n, a, t, threshold, relative, sigma, weights, batch_size
 ) -> torch.Tensor:
     """SIDU saliency (*spatial) of one input for class t from its feature maps ``a`` (K, *small).
-
     Chapter 03."""
     cut = threshold * a.flatten(1).amax(1).view(-1, *[1] * (a.ndim - 1)) if relative else threshold
     binary = (a > cut).to(x_n.dtype)  # B_k, thresholded before upsampling
@@ -399,10 +383,12 @@ def sidu_map(
 
 
 def _check_sidu_options(threshold, relative, sigma, weights) -> tuple[float, float]:
-    """The checked ``threshold`` and ``sigma`` of ``sidu``; errors name the argument. Chapter 03."""
+    """The checked ``threshold`` and ``sigma`` of ``sidu``; errors name the argument."""
     if not isinstance(relative, bool):
         raise TypeError(f"relative: expected True or False, got {describe(relative)}")
-    threshold, sigma = _check_float("threshold", threshold), _check_float("sigma", sigma, positive=True)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise TypeError(f"threshold: expected a finite float, got {describe(threshold)}")
+    threshold, sigma = float(threshold), check_number("sigma", sigma, 0.0, strict=True)
     if relative and not 0 <= threshold < 1:
         raise ValueError(
             f"threshold: with relative=True, expected a fraction of each map's maximum in [0, 1), got {threshold}"
@@ -540,12 +526,11 @@ def timereise(
     slices = _check_values("slices", slices, check_positive_int)
     seed, fill = check_seed(seed), baseline_like(x, baseline)
     with explaining(model, x, target, batch_size) as (target, _), torch.no_grad():
-        maps = torch.stack(
-            [
-                _timereise_one(model, x_n, fill_n, t, n_masks, probabilities, slices, seed, batch_size)
-                for x_n, fill_n, t in zip(x, fill, target.tolist())
-            ]
-        )
-    low = maps.flatten(1).amin(1).view(-1, 1, 1)
-    span = maps.flatten(1).amax(1).view(-1, 1, 1) - low
+        maps = [
+            _timereise_one(model, x_n, fill_n, t, n_masks, probabilities, slices, seed, batch_size)
+            for x_n, fill_n, t in zip(x, fill, target.tolist())
+        ]
+    maps = torch.stack(maps)
+    low = maps.amin((1, 2), keepdim=True)
+    span = maps.amax((1, 2), keepdim=True) - low
     return output_like(torch.where(span > 0, (maps - low) / span.clamp(min=1e-300), 0.0), x, unbatched)
