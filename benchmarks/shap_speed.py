@@ -7,7 +7,8 @@ runs the model under no_grad, either on all of them in one call (KernelExplainer
 batch size) or in batches of ``--batch-size`` (the workaround users write themselves, shap issue #1977, and the
 batch size ours uses). Error = max |phi - phi_exact| per image (exact by enumeration), averaged over ``--seeds``
 seeds and the images; KernelExplainer runs with its default ``l1_reg`` (feature selection down to 10) and, for
-the error only, also with ``l1_reg=False`` (the same algorithm as ours). Requirements: time(kernel) /
+the error only, also with ``l1_reg=False`` (its plain regression; ours samples and estimates differently, see
+``kernel_shap_accuracy.py``, which measures the errors at small budgets). Requirements: time(kernel) /
 time(KernelExplainer as shipped) <= 0.5 and error(kernel) <= error(KernelExplainer). The ratio to the
 user-batched f is printed too: both then run the same forward passes, and ours gain only from the channels-last
 layout.

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_unchanged, state_of
+from sklearn.tree import DecisionTreeRegressor
 from torch import nn
 
 from xai_course import core, data, lrp, models, shap
@@ -155,22 +156,107 @@ def test_bad_arguments(tiny, images):
 # ----------------------------------------------------------------------------- Kernel SHAP
 
 
+def pairwise_game(m: int):
+    """v(z) = a . z + sum_{i<j} b_ij z_i z_j and its Shapley values a_i + (sum_j b_ij) / 2."""
+    torch.manual_seed(m)
+    a, b = torch.randn(m, dtype=torch.float64), torch.randn(m, m, dtype=torch.float64).triu(1)
+    return lambda z: z.double() @ a + ((z.double() @ b) * z.double()).sum(1), a + (b.sum(0) + b.sum(1)) / 2
+
+
+def test_kernel_allocation():
+    assert [shap.kernel_pairs(12, s) for s in range(1, 7)] == [12, 66, 220, 495, 792, 462]  # 462 = C(12, 6) / 2
+    assert shap.kernel_allocation(12, 2**11 - 1) == {s: shap.kernel_pairs(12, s) for s in range(1, 7)}  # all
+    k = shap.kernel_allocation(12, 128)
+    assert sum(k.values()) == 128 and k[1] == 12  # size 1 (and 11) enumerated, the rest drawn
+    assert max(k[s] for s in range(2, 6)) - min(k[s] for s in range(2, 6)) <= 1 and abs(2 * k[6] - k[2]) <= 2
+    assert shap.kernel_allocation(12, 512)[2] == 66  # a larger budget enumerates sizes 2 and 10 too
+
+
 def test_kernel_coalitions():
     z, w = shap.kernel_coalitions(10, 200, np.random.default_rng(0))
     assert z.shape == (200, 10) and abs(w.sum() - 1) < 1e-12
-    assert len({tuple(row.tolist()) for row in z}) == 200  # duplicates merged into their weight
+    assert torch.equal(z[100:], ~z[:100]) and torch.equal(w[100:], w[:100])  # each with its complement, same weight
+    assert len({tuple(row.tolist()) for row in z}) == 200  # drawn without replacement
     sizes = z.sum(1)
     assert ((sizes == 1) | (sizes == 9)).sum() == 20  # sizes 1 and 9 enumerated in full first
-    assert sizes.min() >= 1 and sizes.max() <= 9
+    kernel_mass = torch.tensor([9 / (s * (10 - s)) for s in range(1, 10)], dtype=torch.float64)
+    mass = torch.stack([w[sizes == s].sum() for s in range(1, 10)])
+    assert torch.allclose(mass, kernel_mass / kernel_mass.sum())  # each size carries its share of the kernel
+    counts = torch.bincount(sizes, minlength=10)[2:9]
+    assert counts.max() - counts.min() <= 2  # leverage scores: the drawn sizes equally often
+
+
+@pytest.mark.parametrize("m", [9, 10])
+def test_kernel_is_exact_on_pairwise_games_at_any_budget(m):
+    game, phi_exact = pairwise_game(m)
+    all_z = torch.arange(2**m).unsqueeze(1) >> torch.arange(m) & 1 == 1
+    assert torch.allclose(shap.shapley_from_values(game(all_z)), phi_exact)
+    for n in (40, 64, 300):
+        z, w = shap.kernel_coalitions(m, n, np.random.default_rng(n))
+        v_full = game(torch.ones(1, m, dtype=torch.bool))[0]
+        phi = shap.kernel_weighted_least_squares(z, w, game(z), 0.0, v_full)
+        assert torch.allclose(phi, phi_exact, atol=1e-9)
+        assert shap.kernel_standard_error(z, w, game(z), 0.0, phi).max() < 1e-6  # and knows it
+    z, w = shap.kernel_coalitions(m, 64, np.random.default_rng(0))
+    cubic = lambda z: game(z) + z[:, :3].all(1).double()  # a three-player interaction breaks it
+    phi = shap.kernel_weighted_least_squares(z, w, cubic(z), 0.0, v_full + 1)
+    assert (phi - phi_exact - torch.arange(m).lt(3) / 3).abs().max() > 1e-3
+
+
+def test_kernel_shapley_with_more_players_than_an_int64_has_bits():
+    game, phi_exact = pairwise_game(70)
+    phi, error = shap.kernel_shapley(game, 70, 256, seed=0)
+    assert torch.allclose(phi, phi_exact, atol=1e-9) and error.max() < 1e-6
+
+
+def test_tree_shapley_equals_enumeration():
+    m = 7
+    all_z = torch.arange(2**m).unsqueeze(1) >> torch.arange(m) & 1 == 1
+    torch.manual_seed(0)
+    fitted = DecisionTreeRegressor(max_depth=5, random_state=0).fit(all_z[::3].numpy(), torch.randn(43).numpy())
+    assert fitted.get_depth() == 5 and fitted.get_n_leaves() > 8  # paths with present and absent players
+    values = torch.from_numpy(fitted.predict(all_z.numpy())).double()
+    assert torch.allclose(shap.tree_shapley(fitted, m), shap.shapley_from_values(values), atol=1e-12)
+
+
+def test_kernel_adjusted_captures_what_the_regression_misses():
+    m = 12
+    torch.manual_seed(1)
+    a = torch.randn(m, dtype=torch.float64)
+    game = lambda z: z.double() @ a + 4 * z[:, :3].all(1).double()  # additive, plus three players together
+    phi_exact = a + 4 / 3 * torch.arange(m).lt(3)
+    v_full = game(torch.ones(1, m, dtype=torch.bool))[0]
+    z, w = shap.kernel_coalitions(m, 256, np.random.default_rng(0))
+    for rows, w_half in shap._halves(z, w):  # each half keeps the pairs and each size's kernel mass
+        size = z[rows].sum(1)
+        assert torch.equal(z[rows][: len(size) // 2], ~z[rows][len(size) // 2 :])
+        assert torch.allclose(torch.stack([w_half[size == s].sum() for s in range(1, m)]),
+                              torch.stack([w[z.sum(1) == s].sum() for s in range(1, m)]))  # fmt: skip
+    plain = shap.kernel_weighted_least_squares(z, w, game(z), 0.0, v_full)
+    plain_error = shap.kernel_standard_error(z, w, game(z), 0.0, plain)
+    adjusted, adjusted_error = shap.kernel_adjusted(z, w, game(z), 0.0, v_full)
+    assert (adjusted - phi_exact).abs().max() < 0.3 * (plain - phi_exact).abs().max()  # the tree finds the three
+    assert adjusted_error.mean() < 0.3 * plain_error.mean()  # and the standard errors say so
+    assert abs(adjusted.sum() - v_full) < 1e-9  # efficiency
+    chosen, chosen_error = shap.kernel_shapley(game, m, 256, seed=0)  # the same coalitions: it keeps the tree
+    assert (chosen - phi_exact).abs().max() < 0.3 * (plain - phi_exact).abs().max()
+    assert chosen_error.mean() < 0.3 * plain_error.mean()
+    z, w = shap.kernel_coalitions(m, 2**m - 2, np.random.default_rng(0))  # everything enumerated: exact
+    adjusted, adjusted_error = shap.kernel_adjusted(z, w, game(z), 0.0, v_full)
+    assert torch.allclose(adjusted, phi_exact) and not adjusted_error.any()
+    with pytest.raises(ValueError, match="z: expected pairs enough"):
+        shap.kernel_adjusted(z[[0, -1]], w[[0, -1]], game(z[[0, -1]]), 0.0, v_full)
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 6, 7])
 def test_kernel_equals_exact_at_full_budget(tiny, images, m):
     seg = torch.arange(64).view(8, 8) % m
     _, exact = shap.exact(tiny, images, segments=seg, return_values=True)
-    _, phi = shap.kernel(tiny, images, segments=seg, n_samples=max(2**m - 2, 1), return_values=True)
-    assert phi.shape == (2, m) and torch.allclose(phi, exact, atol=1e-5)
-    _, single = shap.kernel(tiny, images[0], segments=seg, n_samples=max(2**m - 2, 1), return_values=True)
+    n = max(2**m - 2, 2)
+    _, phi, error = shap.kernel(tiny, images, segments=seg, n_samples=n, return_values=True, return_error=True)
+    assert phi.shape == error.shape == (2, m) and torch.allclose(phi, exact, atol=1e-5)
+    assert torch.equal(error, torch.zeros_like(error))  # nothing drawn, nothing uncertain
+    _, single = shap.kernel(tiny, images[0], segments=seg, n_samples=n, return_values=True)
     assert single.shape == (m,) and torch.allclose(single, exact[0], atol=1e-5)
 
 
@@ -185,14 +271,58 @@ def test_kernel_converges_and_is_seeded():
         for n in (40, 400, 4094)
     ]
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-5
-    a = shap.kernel(model, x, segments=seg, n_samples=100, seed=5)
-    assert torch.equal(a, shap.kernel(model, x, segments=seg, n_samples=100, seed=5))
+    a, error_a = shap.kernel(model, x, segments=seg, n_samples=100, seed=5, return_error=True)
+    b, error_b = shap.kernel(model, x, segments=seg, n_samples=100, seed=5, return_error=True)
+    assert torch.equal(a, b) and torch.equal(error_a, error_b)
     assert not torch.equal(a, shap.kernel(model, x, segments=seg, n_samples=100, seed=6))
     g = lambda: torch.Generator().manual_seed(5)
     b = shap.kernel(model, x, segments=seg, n_samples=100, seed=g())
     assert torch.equal(b, shap.kernel(model, x, segments=seg, n_samples=100, seed=g())) and not torch.equal(a, b)
     delta = logit(model, x[None], 0) - logit(model, x.mean((1, 2), keepdim=True).expand_as(x)[None], 0)
     assert abs(a.sum() - delta[0]) < 1e-5  # efficiency holds at any budget
+
+
+def test_kernel_standard_error_matches_the_spread_over_seeds(tiny):
+    torch.manual_seed(3)
+    x = torch.rand(3, 8, 8)
+    seg = torch.arange(64).view(8, 8) % 12
+    _, exact = shap.exact(tiny, x, segments=seg, return_values=True)
+    typical = {}
+    for n in (128, 512):
+        runs = [shap.kernel(tiny, x, segments=seg, n_samples=n, seed=s, return_values=True, return_error=True)
+                for s in range(40)]  # fmt: skip
+        error = torch.stack([phi for _, phi, _ in runs]).double() - exact.double()
+        predicted = torch.stack([e for _, _, e in runs]).double()
+        ratio = predicted.pow(2).mean(0).sqrt() / error.pow(2).mean(0).sqrt()  # per value, over the seeds
+        assert 0.8 < ratio.median() < 1.25 and 0.6 < ratio.min() and ratio.max() < 1.6
+        within = (error.abs() < 2 * predicted).double().mean()
+        assert 0.9 < within <= 0.99  # about 95 % inside two standard errors
+        typical[n] = predicted.mean()
+    assert typical[512] < 0.6 * typical[128]  # the estimate shrinks with the budget, as the error does
+
+
+def test_kernel_error_undefined_at_tiny_budgets_and_bad_arguments(tiny, images):
+    seg = torch.arange(64).view(8, 8) % 12
+    attribution, phi, error = shap.kernel(tiny, images, segments=seg, n_samples=8, return_values=True,
+                                          return_error=True)  # fmt: skip
+    assert error.isnan().all() and phi.isfinite().all()  # 4 pairs cannot fit 11 values and measure their spread
+    assert torch.allclose(attribution.sum((1, 2, 3)), phi.sum(1), atol=1e-5)
+    for bad, kind in ((1, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(kind, match="n_samples"):
+            shap.kernel(tiny, images, segments=seg, n_samples=bad)
+    with pytest.raises(ValueError, match="seed"):
+        shap.kernel(tiny, images, segments=seg, seed=-1)
+    with pytest.raises(ValueError, match="m: expected an int >= 2"):
+        shap.kernel_coalitions(1, 10, np.random.default_rng(0))
+    game = lambda z: z.double().sum(1)
+    with pytest.raises(ValueError, match="m: expected an int >= 1"):
+        shap.kernel_shapley(game, 0)
+    with pytest.raises(TypeError, match="seed"):
+        shap.kernel_shapley(game, 4, seed=1.5)
+    phi, error = shap.kernel_shapley(game, 1)
+    assert phi.tolist() == [1.0] and error.tolist() == [0.0]  # one player takes it all, exactly
+    with pytest.raises(ValueError, match="n_samples"):
+        shap.kernel_coalitions(5, 1, np.random.default_rng(0))
 
 
 # ----------------------------------------------------------------------------- Deep SHAP

@@ -165,6 +165,11 @@ def _bits(codes: torch.Tensor, m: int) -> torch.Tensor:
     return (codes.unsqueeze(1) >> torch.arange(m, device=codes.device)) & 1 == 1
 
 
+def _ends(m: int) -> torch.Tensor:
+    """The empty and the full coalition, bool rows (2, M)."""
+    return torch.tensor([[False], [True]]).expand(2, m)
+
+
 def shapley_weights(m: int) -> torch.Tensor:
     """w(s) = s! (M - s - 1)! / M! for s = 0..M-1, the weight of a coalition of size s.
 
@@ -220,70 +225,84 @@ def exact(
 # ----------------------------------------------------------------------------- Kernel SHAP
 
 
-def kernel_coalitions(m: int, n_samples: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The coalitions z' (K, M) and their kernel weights (K,) that Kernel SHAP evaluates.
+def kernel_pairs(m: int, s: int) -> int:
+    """The number of pairs {S, F minus S} with |S| = s <= M/2: C(M, s), half of it at s = M/2.
 
-    As in Lundberg & Lee's implementation: subset sizes s and M - s get weight proportional to
-    pi_x; sizes whose subsets the budget covers are enumerated in full (smallest first), the rest
-    are sampled in complementary pairs, and a coalition drawn again adds to its weight. The empty
-    and the full coalition are not included (they enter as constraints). Chapter 02.
+    Chapter 02."""
+    return math.comb(m, s) // (2 if 2 * s == m else 1)
+
+
+def kernel_allocation(m: int, n_pairs: int) -> dict[int, int]:
+    """How many pairs {S, F minus S} Kernel SHAP draws for each size s = 1..floor(M/2) of S.
+
+    Leverage-score sampling (Musco & Witter 2024) gives every coalition size the same share of
+    the budget, so sizes s and M - s get two shares (s = M/2: one). Going up from s = 1, a size
+    whose share covers all its pairs is enumerated (Lundberg & Lee's rule, with these shares);
+    the other sizes split the rest by their shares, rounded to whole pairs. Chapter 02.
     """
-    n_samples = min(n_samples, 2**m - 2)
-    n_sizes, n_paired = math.ceil((m - 1) / 2), (m - 1) // 2
-    s = np.arange(1, n_sizes + 1)
-    size_weight = (m - 1) / (s * (m - s))
-    size_weight[:n_paired] *= 2
-    size_weight /= size_weight.sum()
-    rows, weights, left, remaining = [], [], n_samples, size_weight.copy()
-    n_full = 0
-    for size in s:
-        count = math.comb(m, size) * (2 if size <= n_paired else 1)
-        if left * remaining[size - 1] / count < 1 - 1e-8:
-            break
-        n_full, left = n_full + 1, left - count
-        if remaining[size - 1] < 1:
-            remaining /= 1 - remaining[size - 1]
-        w = size_weight[size - 1] / math.comb(m, size) / (2 if size <= n_paired else 1)
-        for members in _combinations(m, size):
-            rows.append(members)
-            weights.append(w)
-            if size <= n_paired:
-                rows.append(~members)
-                weights.append(w)
-    if left > 0 and n_full < n_sizes:
-        sampled = _sample_pairs(m, left, size_weight, n_full, n_paired, rng)
-        weight_left = size_weight[n_full:].sum()
-        total = sum(sampled.values())
-        for key, count in sampled.items():
-            rows.append(np.array(key))
-            weights.append(count * weight_left / total)
-    return torch.from_numpy(np.array(rows, dtype=bool)), torch.tensor(weights, dtype=torch.float64)
+    sizes = list(range(1, m // 2 + 1))
+    share = {s: 1 if 2 * s == m else 2 for s in sizes}
+    counts = {}
+    covered = lambda s: n_pairs * share[s] >= kernel_pairs(m, s) * sum(map(share.get, sizes))
+    while sizes and covered(sizes[0]):
+        s = sizes.pop(0)
+        counts[s] = kernel_pairs(m, s)
+        n_pairs -= counts[s]
+    if sizes:
+        q = np.array([share[s] for s in sizes])
+        exact = n_pairs * q / q.sum()
+        k = np.floor(exact).astype(int)
+        k[np.argsort(k - exact, kind="stable")[: n_pairs - k.sum()]] += 1  # largest remainders
+        counts.update(zip(sizes, k.tolist()))
+    return counts
+
+
+def kernel_coalitions(
+    m: int, n_samples: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coalitions z' (2K, M) and their weights (2K,): K pairs, then their complements.
+
+    ``kernel_allocation`` splits the n_samples // 2 pairs (at most all 2^(M-1) - 1) over the
+    sizes; each size's pairs are drawn uniformly without replacement. A coalition weighs the
+    Shapley kernel pi_x(z') (normalized over all coalitions) times the number of pairs of its
+    size over the number drawn: the weights sum to 1, and a coalition and its complement weigh
+    the same, which makes the regression exact for every game without interactions of more than
+    two players. The empty and the full coalition are left out (they are constraints). Chapter 02.
+    """
+    check_positive_int("m", m, minimum=2)
+    check_positive_int("n_samples", n_samples, minimum=2)
+    rows, weights = [], []
+    total = sum((m - 1) / (s * (m - s)) for s in range(1, m))  # the kernel's mass, all sizes
+    for s, k in kernel_allocation(m, min(n_samples, 2**m - 2) // 2).items():
+        if k > 0:
+            rows.append(_draw_pairs(m, s, k, rng))
+            pi = (m - 1) / (math.comb(m, s) * s * (m - s)) / total
+            weights.append(np.full(k, pi * kernel_pairs(m, s) / k))
+    z, w = np.concatenate(rows), np.concatenate(weights)
+    return torch.from_numpy(np.concatenate([z, ~z])), torch.from_numpy(np.concatenate([w, w]))
 
 
 def _combinations(m: int, size: int) -> Iterator[np.ndarray]:
-    """All bool rows of length m with ``size`` ones."""
+    """All bool rows of length m with ``size`` ones (those holding player 0 first)."""
     for members in combinations(range(m), size):
         row = np.zeros(m, dtype=bool)
         row[list(members)] = True
         yield row
 
 
-def _sample_pairs(m, left, size_weight, n_full, n_paired, rng) -> dict[tuple, float]:
-    """Random coalitions and their complements with the leftover size distribution; counts merge duplicates."""
-    p = size_weight.copy()
-    p[:n_paired] /= 2  # a paired draw adds two samples
-    p = p[n_full:] / p[n_full:].sum()
-    counts: dict[tuple, float] = {}
-    for size in rng.choice(len(p), 4 * left, p=p) + n_full + 1:
-        row = np.zeros(m, dtype=bool)
-        row[rng.permutation(m)[:size]] = True
-        for z in (row, ~row) if size <= n_paired else (row,):
-            if left == 0:
-                return counts
-            key = tuple(z.tolist())
-            left -= key not in counts
-            counts[key] = counts.get(key, 0.0) + 1.0
-    return counts
+def _draw_pairs(m: int, s: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k different pairs of size s drawn uniformly (all of them if k covers the size), each as its
+    member of size s (at s = M/2: the one holding player 0), bool rows (k, M)."""
+    if k == kernel_pairs(m, s):
+        return np.array(list(_combinations(m, s))[:k])
+    drawn: dict[bytes, np.ndarray] = {}
+    while len(drawn) < k:
+        for z in rng.random((k, m)).argsort(axis=1) < s:  # k random coalitions of size s
+            z = ~z if 2 * s == m and not z[0] else z
+            drawn.setdefault(z.tobytes(), z)
+            if len(drawn) == k:
+                break
+    return np.array(list(drawn.values()))
 
 
 def kernel_weighted_least_squares(
@@ -302,14 +321,152 @@ def kernel_weighted_least_squares(
     return torch.cat([phi_rest, (total - phi_rest.sum()).reshape(1)])
 
 
-def _kernel_shap(n_samples: int, seed: int) -> Callable:
+def kernel_standard_error(
+    z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, v_empty, phi: torch.Tensor
+) -> torch.Tensor:
+    """Standard errors (M,) of ``kernel_weighted_least_squares`` on ``kernel_coalitions``' pairs.
+
+    With A = sum_k w_k z_k z_k^T, the constrained solution is phi = phi_exact + C g, where
+    C = A^-1 - A^-1 1 1^T A^-1 / (1^T A^-1 1) and g = sum_k w_k z_k r_k sums the residuals
+    r = v - v_empty - z . phi_exact. g adds one term per pair, and each size's pairs are a
+    simple random sample: Var g = sum over the drawn sizes (1 - k/N) k Cov(pair terms), and
+    Var phi ~ C Var(g) C, with the residuals of phi, times K / (K - M + 1) for the M - 1 fitted
+    values (K pairs). Zero when every size is enumerated; NaN where a drawn size has a single
+    pair or K < M. Chapter 02.
+    """
+    z, m, n_pairs = z.double(), z.shape[1], z.shape[0] // 2
+    a_inv = torch.linalg.pinv((w[:, None] * z).T @ z)
+    a_inv_1 = a_inv.sum(1)
+    c = a_inv - torch.outer(a_inv_1, a_inv_1) / a_inv_1.sum()
+    g = w[:, None] * z * (v - v_empty - z @ phi)[:, None]
+    g = g[:n_pairs] + g[n_pairs:]
+    size = z[:n_pairs].sum(1)
+    size = torch.minimum(size, m - size).long()
+    var_g, drawn = torch.zeros(m, m, dtype=torch.float64), False
+    for s, k in zip(*torch.unique(size, return_counts=True)):
+        s, k = int(s), int(k)
+        if k < kernel_pairs(m, s):  # drawn, not enumerated
+            d, drawn = g[size == s] - g[size == s].mean(0), True
+            var_g += (1 - k / kernel_pairs(m, s)) * k / (k - 1) * d.T @ d if k > 1 else torch.nan
+    if not drawn:
+        return torch.zeros(m, dtype=torch.float64)
+    dof = n_pairs / (n_pairs - m + 1) if n_pairs >= m else torch.nan
+    return (dof * (c @ var_g @ c).diagonal()).clamp(min=0).sqrt()
+
+
+def tree_shapley(tree, m: int) -> torch.Tensor:
+    """Exact Shapley values (M,) of a fitted scikit-learn regression tree on z' in {0, 1}^M.
+
+    The leaf reached with the players P present and N absent is the game u(S) = [P in S, N not
+    in S]. In a random order, i in P adds u if it comes after the rest of P and before N, with
+    probability (|P|-1)! |N|! / (|P|+|N|)!; j in N removes u if it comes after P and before the
+    rest of N, probability |P|! (|N|-1)! / (|P|+|N|)!. The tree sums its leaves' games times
+    their values. Chapter 02.
+    """
+    t, phi = tree.tree_, torch.zeros(m, dtype=torch.float64)
+    paths = [(0, (), ())]  # a node, and the players present and absent on the way to it
+    while paths:
+        node, present, absent = paths.pop()
+        if t.children_left[node] < 0:  # a leaf
+            p, q, value = len(present), len(absent), float(t.value[node].squeeze())
+            for i in present:
+                phi[i] += value * math.factorial(p - 1) * math.factorial(q) / math.factorial(p + q)
+            for j in absent:
+                phi[j] -= value * math.factorial(p) * math.factorial(q - 1) / math.factorial(p + q)
+        else:  # left: z'_f <= 0.5, player f absent
+            f = int(t.feature[node])
+            paths.append((t.children_left[node], present, absent + (f,)))
+            paths.append((t.children_right[node], present + (f,), absent))
+    return phi
+
+
+def _halves(z: torch.Tensor, w: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The drawn pairs of each size dealt alternately into two halves, each with the enumerated
+    sizes: (rows of z, their weights) twice, each size keeping its kernel mass."""
+    m, n_pairs = z.shape[1], z.shape[0] // 2
+    size = z[:n_pairs].sum(1)
+    size = torch.minimum(size, m - size)
+    counts = torch.bincount(size, minlength=m // 2 + 1)
+    enumerated = torch.tensor([int(counts[s]) == kernel_pairs(m, s) for s in range(m // 2 + 1)])[size]
+    second = torch.zeros(n_pairs, dtype=torch.bool)
+    for s in range(1, m // 2 + 1):
+        second[(size == s).nonzero()[1::2, 0]] = True
+    halves = []
+    for keep in (enumerated | ~second, enumerated | second):
+        scale = counts / torch.bincount(size[keep], minlength=m // 2 + 1).clamp(min=1)
+        rows = torch.cat([keep, keep])
+        halves.append((rows, (w * scale[size].repeat(2))[rows]))
+    return halves
+
+
+def kernel_adjusted(
+    z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, v_empty, v_full, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel SHAP with a regression tree as control variate: phi (M,) and its standard errors.
+
+    The regression's residuals are often predictable from z'. For each half of the drawn pairs,
+    a tree (at least 5 coalitions a leaf, ``seed``) is fitted to the residuals of the regression
+    on the other half; the half's regression then estimates only the Shapley values of v minus
+    the tree, whose own are exact (``tree_shapley``): the regression adjustment of Witter, Liu &
+    Musco (2025), cross-fitted. The halves' estimates are averaged, their standard errors
+    combined as independent. Chapter 02.
+    """
+    from sklearn.tree import DecisionTreeRegressor  # here: it would slow ``import xai_course``
+
+    halves, m = _halves(z, w), z.shape[1]
+    if not all(rows.any() for rows, _ in halves):
+        raise ValueError(f"z: expected pairs enough for two non-empty halves, got {len(z) // 2}")
+    ends = torch.as_tensor([v_empty, v_full], dtype=torch.float64)
+    estimates = []
+    for (rows, w_rows), (other, w_other) in zip(halves, halves[::-1]):
+        phi_other = kernel_weighted_least_squares(z[other], w_other, v[other], v_empty, v_full)
+        residual = v[other] - v_empty - z[other].double() @ phi_other
+        tree = DecisionTreeRegressor(min_samples_leaf=5, random_state=seed)
+        tree.fit(z[other].numpy(), residual.numpy())
+        h = lambda coalitions, tree=tree: torch.from_numpy(tree.predict(coalitions.numpy()))
+        u, (u_empty, u_full) = v[rows] - h(z[rows]), ends - h(_ends(m))
+        phi_u = kernel_weighted_least_squares(z[rows], w_rows, u, u_empty, u_full)
+        error = kernel_standard_error(z[rows], w_rows, u, u_empty, phi_u)
+        estimates.append((phi_u + tree_shapley(tree, m), error))
+    (phi_a, error_a), (phi_b, error_b) = estimates
+    return (phi_a + phi_b) / 2, (error_a**2 + error_b**2).sqrt() / 2
+
+
+def kernel_shapley(
+    v: Callable, m: int, n_samples: int = 2048, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel SHAP of a game: the values phi (M,) and their standard errors (M,).
+
+    ``v`` maps coalitions (K, M) bool to their values (K,); it is called with the empty and the
+    full coalition, then with the ``n_samples`` drawn by ``kernel_coalitions``. Returns the plain
+    regression (``kernel_weighted_least_squares``) or the tree-adjusted one (``kernel_adjusted``),
+    whichever reports the smaller standard errors (``kernel_standard_error``). Chapter 02.
+    """
+    check_positive_int("m", m)
+    check_positive_int("n_samples", n_samples, minimum=2)
+    rng = np.random.default_rng(check_seed(seed))
+    v_empty, v_full = v(_ends(m))
+    if m == 1:
+        return (v_full - v_empty).reshape(1), torch.zeros(1, dtype=torch.float64)
+    z, w = kernel_coalitions(m, n_samples, rng)
+    v_z = v(z)
+    phi = kernel_weighted_least_squares(z, w, v_z, v_empty, v_full)
+    error = kernel_standard_error(z, w, v_z, v_empty, phi)
+    if error.isfinite().all():  # else too few pairs to halve
+        tree_seed = int(rng.integers(2**31))
+        adjusted, adjusted_error = kernel_adjusted(z, w, v_z, v_empty, v_full, tree_seed)
+        if adjusted_error.square().sum() < error.square().sum():  # NaN: keep the plain one
+            phi, error = adjusted, adjusted_error
+    return phi, error
+
+
+def _kernel_shap(n_samples: int, seed: int, errors: list) -> Callable:
+    """``kernel_shapley`` as ``_explain`` calls it; the standard errors go to ``errors``."""
+
     def shapley(v: Callable, m: int) -> torch.Tensor:
-        ends = _bits(torch.tensor([0, 2**m - 1]), m)
-        v_empty, v_full = v(ends)
-        if m == 1:
-            return (v_full - v_empty).reshape(1)
-        z, w = kernel_coalitions(m, n_samples, np.random.default_rng(seed))
-        return kernel_weighted_least_squares(z, w, v(z), v_empty, v_full)
+        phi, error = kernel_shapley(v, m, n_samples, seed)
+        errors.append(error)
+        return phi
 
     return shapley
 
@@ -326,18 +483,33 @@ def kernel(
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
     return_values: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    return_error: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Kernel SHAP (Lundberg & Lee 2017) on the segments, spread onto the pixels.
 
-    Evaluates ``n_samples`` coalitions (at most 2^M - 2, then the result equals ``exact``) chosen
-    by ``kernel_coalitions`` plus the empty and full ones, and solves the weighted least squares
-    with the efficiency constraint, so the attribution sums to f_c(x) - f_c(baseline). Same
-    ``seed`` (an int or a ``torch.Generator``), same result. ``return_values=True`` also returns
-    phi (N, M). Chapter 02.
+    Evaluates ``n_samples`` coalitions (in pairs; at most 2^M - 2: then the result equals
+    ``exact``) drawn by ``kernel_coalitions``, plus the empty and the full one, and solves the
+    weighted least squares with the efficiency constraint (``kernel_weighted_least_squares``), so
+    the attribution sums to f_c(x) - f_c(baseline); the same coalitions give the tree-adjusted
+    estimate (``kernel_adjusted``), and each image keeps the one with the smaller standard errors
+    (``kernel_shapley``). Same ``seed`` (an int or a ``torch.Generator``), same result: bitwise with
+    the same threads and ``batch_size``, else within the standard errors (the model's last bits can
+    tip the tree or the choice). ``return_values=True`` also returns phi (N, M),
+    ``return_error=True`` then their standard errors (N, M; NaN where the budget is too small to
+    tell; both zero-padded where an image has fewer segments). Chapter 02.
     """
-    check_positive_int("n_samples", n_samples)
+    check_positive_int("n_samples", n_samples, minimum=2)
     seed = check_seed(seed)
-    return _explain(model, x, target, segments, baseline, batch_size, _kernel_shap(n_samples, seed), return_values)
+    errors: list[torch.Tensor] = []
+    shapley = _kernel_shap(n_samples, seed, errors)
+    out = _explain(model, x, target, segments, baseline, batch_size, shapley, return_values)
+    if not return_error:
+        return out
+    standard_error = torch.zeros(len(errors), max(len(e) for e in errors), dtype=torch.float64)
+    for n, e in enumerate(errors):
+        standard_error[n, : len(e)] = e
+    out = out if return_values else (out,)
+    return (*out, output_like(standard_error, out[0], x.ndim == 3))
 
 
 # ----------------------------------------------------------------------------- Deep SHAP
