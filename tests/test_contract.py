@@ -128,7 +128,8 @@ def _arguments(name: str, model: nn.Module, x, good_x: torch.Tensor) -> dict:
         "auxiliary": lambda: xc.data.shapes(8, seed=5),
     }
     parameters = inspect.signature(METHODS[name]).parameters
-    kwargs = {p: needed[p]() for p, v in parameters.items() if p not in ("model", "x") and v.default is v.empty
+    required = lambda p, v: v.default is v.empty or p == "segments"  # segments=None: only for table rows
+    kwargs = {p: needed[p]() for p, v in parameters.items() if p not in ("model", "x") and required(p, v)
               and v.kind is not v.VAR_KEYWORD}  # fmt: skip
     if any(v.kind is v.VAR_KEYWORD for v in parameters.values()):
         kwargs.update(steps=2)

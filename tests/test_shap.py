@@ -531,3 +531,23 @@ def test_deep_on_adaptive_max_pooling_reshaping_layers_and_explicit_sums():
     canonized = lrp.canonize(resnet)
     torch.testing.assert_close(shap.deep(canonized, x, 1, background=background),
                                shap.deep(resnet, x, 1, background=background))  # fmt: skip
+
+
+def test_exact_and_kernel_on_table_rows_equal_the_closed_form_of_a_linear_model():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3).eval()
+    rows, baseline = torch.randn(5, 6), torch.randn(6)
+    with torch.no_grad():
+        target = model(rows).argmax(1)
+    expected = model.weight[target].detach() * (rows - baseline)  # phi_i = w_i (x_i - b_i)
+    attribution, phi = shap.exact(model, rows, baseline=baseline, return_values=True)
+    assert attribution.shape == rows.shape and torch.allclose(attribution, expected, atol=1e-5)
+    assert torch.allclose(phi.float(), expected, atol=1e-5)
+    assert torch.allclose(shap.kernel(model, rows, baseline=baseline, n_samples=16), expected, atol=1e-5)
+    groups = torch.tensor([0, 0, 1, 1, 2, 2])  # players made of two features: each gets its group's value, halved
+    grouped = expected.view(5, 3, 2).sum(2).repeat_interleave(2, dim=1) / 2
+    assert torch.allclose(shap.exact(model, rows, segments=groups, baseline=baseline), grouped, atol=1e-5)
+    with pytest.raises(ValueError, match="baseline: expected a number or a row of 6 values"):
+        shap.exact(model, rows)
+    with pytest.raises(ValueError, match=r"segments: expected an integer label map \(6,\)"):
+        shap.exact(model, rows, segments=torch.tensor([0, 1]), baseline=0.0)

@@ -1,4 +1,4 @@
-"""Shapley additive explanations: exact Shapley values, Kernel SHAP and Deep SHAP.
+"""Shapley additive explanations: exact Shapley values, Kernel SHAP, LIME and Deep SHAP.
 
 The players of the game are the M superpixels of an image (SLIC, Achanta et al. 2012, or a regular
 grid). The value of a coalition S is the target's logit on the image whose segments outside S are
@@ -16,6 +16,8 @@ and it is efficient: sum_i phi_i = v(all) - v(empty) = f_c(x) - f_c(baseline). `
 all 2^M coalitions; ``kernel`` (Lundberg & Lee 2017) fits a linear model to sampled coalitions with
 the Shapley kernel pi_x(z') = (M - 1) / [C(M, |z'|) |z'| (M - |z'|)]. Each segment's value is
 spread evenly over its pixels and channels, so the attribution sums to f_c(x) - f_c(baseline).
+``lime`` (Ribeiro et al. 2016) fits the same kind of linear model with a proximity kernel and a ridge
+penalty instead, without the efficiency constraint.
 
 ``deep`` is Deep SHAP: the DeepLIFT rescale rule (Shrikumar et al. 2017) against each background row
 b, averaged over the rows, so that it sums to f_c(x) - mean_b f_c(b). Introduced in chapter 02.
@@ -39,6 +41,7 @@ from .core import (
     batch_slices,
     check_input,
     check_model,
+    check_number,
     check_positive_int,
     check_seed,
     contract,
@@ -98,16 +101,19 @@ def _relabel(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _check_segments(segments, x: torch.Tensor) -> list[torch.Tensor]:
-    """One label map (H, W) with labels 0..M_n-1 per image of ``x`` (N, C, H, W)."""
-    n, (h, w) = x.shape[0], x.shape[-2:]
+    """One label map with labels 0..M_n-1 per sample of ``x``: (H, W) for images (N, C, H, W), (F,) for
+    table rows (N, F), where None makes each feature a player."""
+    n, shape = x.shape[0], x.shape[2:] if x.ndim == 4 else x.shape[1:]
+    if segments is None and x.ndim == 2:
+        segments = torch.arange(x.shape[1])
     if isinstance(segments, np.ndarray):
         segments = torch.from_numpy(segments)
-    expected = f"an integer label map ({h}, {w}) or ({n}, {h}, {w}) (e.g. from superpixels)"
+    expected = f"an integer label map {tuple(shape)} or {(n, *shape)} (e.g. from superpixels)"
     if not isinstance(segments, torch.Tensor) or segments.is_floating_point() or segments.is_complex():
         raise TypeError(f"segments: expected {expected}, got {describe(segments)}")
-    if segments.shape == (h, w):
-        segments = segments.expand(n, h, w)
-    if segments.shape != (n, h, w):
+    if segments.shape == shape:
+        segments = segments.expand(n, *shape)
+    if segments.shape != (n, *shape):
         raise ValueError(f"segments: expected {expected}, got {describe(segments)}")
     return [_relabel(s.to(x.device).long()) for s in segments]
 
@@ -116,29 +122,39 @@ def _check_segments(segments, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _values(model: nn.Module, x, baseline, segments, target: int, z: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """v(S) for each coalition row of ``z`` (K, M) bool, one batch of masked images at a time (float64)."""
+    """v(S) for each coalition row of ``z`` (K, M) bool, one batch of masked samples at a time (float64)."""
     v = []
     for part in batch_slices(z.shape[0], batch_size):
-        keep = z[part].to(segments.device)[:, segments].unsqueeze(1)  # (k, 1, H, W): pixel in a player of S
-        masked = torch.where(keep, x, baseline).contiguous(memory_format=torch.channels_last)  # faster convs on CPU
+        keep = z[part].to(segments.device)[:, segments]  # (k, H, W) or (k, F): in a player of S
+        if x.ndim == 3:  # an image: one mask for all channels, channels-last for faster convolutions on CPU
+            masked = torch.where(keep.unsqueeze(1), x, baseline).contiguous(memory_format=torch.channels_last)
+        else:
+            masked = torch.where(keep, x, baseline)
         v.append(model(masked)[:, target].double().cpu())
     return torch.cat(v)
 
 
 def _spread(phi: torch.Tensor, segments: torch.Tensor, channels: int) -> torch.Tensor:
-    """Pixel attribution (C, H, W): each phi_i divided evenly over the pixels and channels of segment i."""
+    """Attribution like a sample: each phi_i divided evenly over the pixels and channels (C, H, W), or the
+    features (F,) of player i."""
     size = torch.bincount(segments.flatten(), minlength=phi.shape[0])
+    if segments.ndim == 1:
+        return (phi.to(segments.device) / size)[segments]
     per_value = phi.to(segments.device) / (size * channels)
     return per_value[segments].unsqueeze(0).expand(channels, -1, -1)
 
 
 def _explain(model, x, target, segments, baseline, batch_size, shapley: Callable, return_values: bool):
-    """Shared driver of ``exact`` and ``kernel``: phi = shapley(v, M) per image, spread onto the pixels."""
+    """Shared driver of ``exact``, ``kernel`` and ``lime``: phi = shapley(v, M) per sample, spread onto it."""
     check_model(model)
     check_positive_int("batch_size", batch_size)
     x, unbatched = check_input(model, x)
-    if x.ndim != 4:
-        raise ValueError(f"x: expected images (N, C, H, W) or (C, H, W) to cut into segments, got {describe(x)}")
+    if x.ndim not in (2, 4):
+        expected = "images (N, C, H, W) or (C, H, W) to cut into segments, or table rows (N, F)"
+        raise ValueError(f"x: expected {expected}, got {describe(x)}")
+    if x.ndim == 2 and isinstance(baseline, str):
+        raise ValueError(f"baseline: expected a number or a row of {x.shape[1]} values for table rows (e.g. the "
+                         f"training data's mean), got {baseline!r}")  # fmt: skip
     players = _check_segments(segments, x)
     x_bar = baseline_like(x, baseline)
     with explaining(model, x, target, batch_size) as (target, _), torch.no_grad():
@@ -207,7 +223,7 @@ def exact(
     x: torch.Tensor,
     target: Target = None,
     *,
-    segments,
+    segments=None,
     baseline="mean",
     batch_size: int = BATCH_SIZE,
     return_values: bool = False,
@@ -215,7 +231,9 @@ def exact(
     """Shapley values of the segments by enumerating all 2^M coalitions, spread onto the pixels.
 
     Every coalition is evaluated exactly once, in batches; M is limited to ``MAX_EXACT_PLAYERS``.
-    ``baseline`` is what absent segments show (default "mean", each image's mean colour). The
+    ``baseline`` is what absent segments show (default "mean", each image's mean colour). For table
+    rows x (N, F) the players are the features (``segments=None``) or groups of them (labels (F,)),
+    and ``baseline`` is a number or a row, e.g. the training data's mean. The
     attribution sums to f_c(x) - f_c(baseline). With ``return_values=True`` also returns the
     values phi (N, M) (zero-padded where an image has fewer segments). Chapter 02.
     """
@@ -477,7 +495,7 @@ def kernel(
     x: torch.Tensor,
     target: Target = None,
     *,
-    segments,
+    segments=None,
     baseline="mean",
     n_samples: int = 2048,
     seed: int = 0,
@@ -510,6 +528,80 @@ def kernel(
         standard_error[n, : len(e)] = e
     out = out if return_values else (out,)
     return (*out, output_like(standard_error, out[0], x.ndim == 3))
+
+
+# ----------------------------------------------------------------------------- LIME
+
+
+def lime_kernel(z: torch.Tensor, kernel_width: float = 0.25) -> torch.Tensor:
+    """LIME's proximity pi(z') = exp(-D(z')^2 / (2 sigma^2)) of coalitions z' (K, M) to the image.
+
+    D is the cosine distance between z' and the full coalition 1, 1 - sqrt(|z'| / M) (1 for the
+    empty one), sigma is ``kernel_width``; the weight depends only on the size |z'|, like the
+    Shapley kernel's, but falls monotonically from the full coalition. Chapter 02.
+    """
+    distance = 1 - (z.double().sum(1) / z.shape[1]).sqrt()
+    return torch.exp(-(distance**2) / (2 * kernel_width**2))
+
+
+def lime_fit(z: torch.Tensor, w: torch.Tensor, v: torch.Tensor, alpha: float = 1.0) -> tuple[torch.Tensor, float]:
+    """The weighted ridge regression of LIME: coefficients beta (M,) and the intercept b0 minimizing
+
+        sum_k w_k (v_k - b0 - z_k . beta)^2 + alpha |beta|^2,
+
+    solved in closed form: centre z and v by their weighted means, then
+    beta = (Z^T W Z + alpha I)^-1 Z^T W v and b0 = mean(v) - mean(z) . beta. Chapter 02.
+    """
+    z, w, v = z.double(), w.double(), v.double()
+    z_mean, v_mean = (w @ z) / w.sum(), (w @ v) / w.sum()
+    zc, vc = z - z_mean, v - v_mean
+    gram = zc.T @ (w[:, None] * zc) + alpha * torch.eye(z.shape[1], dtype=torch.float64)
+    beta = torch.linalg.solve(gram, zc.T @ (w * vc))
+    return beta, float(v_mean - z_mean @ beta)
+
+
+def lime_coalitions(m: int, n_samples: int, rng: np.random.Generator) -> torch.Tensor:
+    """LIME's samples: the full coalition, then n_samples - 1 with each player present with
+    probability 1/2, bool (n_samples, M). Chapter 02."""
+    z = rng.random((n_samples, m)) < 0.5
+    z[0] = True
+    return torch.from_numpy(z)
+
+
+@contract(signed=True, needs="outputs", random=True, sums_to=None)
+def lime(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    segments=None,
+    baseline="mean",
+    n_samples: int = 1000,
+    kernel_width: float = 0.25,
+    alpha: float = 1.0,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    return_values: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """LIME (Ribeiro et al. 2016) on the segments, spread onto the pixels like ``kernel``.
+
+    The same game as Kernel SHAP (absent segments take the baseline's pixels), other choices in the
+    same framework: ``n_samples`` coalitions from ``lime_coalitions``, weighted by ``lime_kernel``,
+    and a ridge regression with an intercept (``lime_fit``) instead of the Shapley kernel and the
+    efficiency constraint: so the values need not sum to f_c(x) - f_c(baseline). The defaults are
+    those of the ``lime`` package's image explainer, which fits the same regression. Same ``seed``,
+    same result. ``return_values=True`` also returns the coefficients (N, M). Chapter 02.
+    """
+    check_positive_int("n_samples", n_samples, minimum=2)
+    check_number("kernel_width", kernel_width, strict=True)
+    check_number("alpha", alpha)
+    seed = check_seed(seed)
+
+    def coefficients(v: Callable, m: int) -> torch.Tensor:
+        z = lime_coalitions(m, n_samples, np.random.default_rng(seed))
+        return lime_fit(z, lime_kernel(z, kernel_width), v(z), alpha)[0]
+
+    return _explain(model, x, target, segments, baseline, batch_size, coefficients, return_values)
 
 
 # ----------------------------------------------------------------------------- Deep SHAP
