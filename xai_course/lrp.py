@@ -53,7 +53,7 @@ Modifier = Callable[[torch.Tensor], torch.Tensor]
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """z + epsilon * sign(z), with sign(0) = +1, so that a denominator never reaches zero. Chapter 01."""
-    return z + torch.where(z >= 0, epsilon, -epsilon).to(z)
+    return torch.where(z >= 0, z + epsilon, z - epsilon)  # where(z >= 0, eps, -eps) would round eps to float32
 
 
 def _ratio(n: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Tensor:
