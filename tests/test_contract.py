@@ -126,6 +126,10 @@ def _arguments(name: str, model: nn.Module, x, good_x: torch.Tensor) -> dict:
         "decoder": lambda: _shipped("decoder_shapes_cnn_features.10"),
         "attack": lambda: _shipped("attack_shapes_cnn_top1"),
         "auxiliary": lambda: xc.data.shapes(8, seed=5),
+        "random": lambda: like.flip(0),  # concept examples against "random" ones (TCAV)
+        "concept": lambda: like,
+        "randoms": lambda: [like.flip(0), like * 0.5],
+        "direction": lambda: xc.concepts.cav(model, good_x, good_x * 0.5, layer=xc.guide.last_conv(model)),
     }
     parameters = inspect.signature(METHODS[name]).parameters
     required = lambda p, v: v.default is v.empty or p == "segments"  # segments=None: only for table rows

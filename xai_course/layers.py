@@ -4,7 +4,8 @@ A layer is a sub-module of the model, named as in ``model.named_modules()`` ("fe
 phi(x) is caught by a forward hook (``backward.modified``): ``output`` keeps gradients and stops the
 forward pass at the layer (inversion, chapter 04; the fuzzy head, chapter 05), ``features`` detaches it,
 ``feature_maps`` runs the whole model in batches and returns the logits with the layer's output (SIDU,
-chapter 03; dissection, chapter 05). Introduced in chapter 03.
+chapter 03; dissection, chapter 05); ``gradients`` adds the gradient of the target's logit with respect to
+that output (Grad-CAM and concept sensitivities, chapter 10). Introduced in chapter 03.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ import torch
 from torch import nn
 
 from .backward import modified
-from .core import check_input, check_model, contract, describe, model_guard, predict
+from .core import (
+    Target,
+    check_differentiable,
+    check_input,
+    check_logits,
+    check_model,
+    contract,
+    describe,
+    model_guard,
+    predict,
+    resolve_target,
+)
 
 
 def names(model: nn.Module) -> list[str]:
@@ -96,3 +108,31 @@ def feature_maps(model, x, layer, batch_size: int = 256) -> tuple[torch.Tensor, 
     if not all(isinstance(a, torch.Tensor) and a.ndim == x.ndim for a in caught):
         raise ValueError(f"layer: expected an output of shape (N, K, *spatial) like x's, got {describe(caught[0])}")
     return logits, torch.cat(caught)
+
+
+@contract
+def gradients(model, x, layer, target: Target = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """phi(x), the output of ``layer`` (run once), the gradient dS_c/dphi of the target's logit, and the target.
+
+    phi is kept as a new leaf of the autograd graph (nothing before the layer is differentiated) and the
+    forward pass goes on with a copy, so that a later in-place operation cannot change it. Chapter 10.
+    """
+    module = submodule(check_model(model), layer)
+    x, _ = check_input(model, x)
+    kept = []
+
+    def keep(m, args, phi):
+        kept.append(phi.detach().requires_grad_(True) if isinstance(phi, torch.Tensor) else phi)
+        return kept[-1].clone() if isinstance(phi, torch.Tensor) else None
+
+    with model_guard(model), torch.enable_grad(), modified(model, {module: keep}):
+        logits = check_logits(model(x))
+        target = resolve_target(target, logits)
+        if len(kept) != 1 or not isinstance(kept[0], torch.Tensor):
+            got = f"one run {len(kept)} times" if len(kept) != 1 else f"one returning {describe(kept[0])}"
+            raise ValueError(f"layer: expected a layer run once per forward pass that returns a tensor, got {got}")
+        check_differentiable(logits)
+        (grad,) = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), kept, allow_unused=True)
+    if grad is None:
+        raise ValueError(f"layer: expected a layer the logits depend on, got {layer!r}")
+    return kept[0].detach(), grad, target
