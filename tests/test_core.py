@@ -273,8 +273,14 @@ def test_baseline_like_is_the_one_vocabulary_of_hidden_values():
     filled = core.baseline_like(x, one_image)
     filled += 1  # a copy: writing into it leaves the caller's tensor alone
     assert one_image.max() <= 1
+    hidden = torch.zeros(8, 8, dtype=torch.bool)
+    hidden[2:5, 3:6] = True
+    imputed = core.baseline_like(x, "impute", hidden=hidden)  # ROAD's: from the visible neighbours (tests/test_road)
+    assert torch.equal(imputed[..., ~hidden], x[..., ~hidden]) and not torch.equal(imputed, x)
     with pytest.raises(ValueError, match="baseline: expected a float, 'mean', 'blur' or"):
         core.baseline_like(x, "uniform")  # only where the method has a seed
+    with pytest.raises(ValueError, match="'mean', 'blur', 'uniform' or"):
+        core.baseline_like(x, "impute", seed=0)  # only where the method says which positions it hides
     with pytest.raises(ValueError, match=r"occluder: .*broadcastable to \(2, 3, 8, 8\)"):
         core.baseline_like(x, torch.rand(4, 8, 8), name="occluder")
     with pytest.raises(ValueError, match="finite"):

@@ -1,5 +1,8 @@
 """Chapter 03: sliding window, overlay, RISE, SIDU and TimeREISE against Captum and slow explicit references."""
 
+import math
+from itertools import product
+
 import numpy as np
 import pytest
 import torch
@@ -168,21 +171,123 @@ def test_rise_masks_follow_the_reference_recipe():
 
 
 def rise_slowly(model, x, target, masks, p, value=0.0):
-    """RISE written plainly: one mask at a time."""
+    """RISE written plainly, as the paper: one mask at a time, sum_i P_i M_i / (N p)."""
     saliency = torch.zeros(x.shape[1:])
     for mask in masks:
         saliency += probability(model, (x * mask + (1 - mask) * value)[None], target)[0] * mask
     return saliency / (len(masks) * p)
 
 
+def rise_control_variate_slowly(model, x, target, masks, p, value=0.0):
+    """The control variate written plainly: the mean score plus the sample covariance of score and mask over p."""
+    scores = [probability(model, (x * mask + (1 - mask) * value)[None], target)[0] for mask in masks]
+    mean = sum(scores) / len(masks)
+    covariance = sum((s - mean) * mask for s, mask in zip(scores, masks)) / (len(masks) - 1)
+    return mean + covariance / p
+
+
 @pytest.mark.parametrize("value", [0.0, 0.3])
-def test_rise_equals_a_slow_reference(tiny, images, value):
+@pytest.mark.parametrize("control_variate", [False, True])
+def test_rise_equals_a_slow_reference(tiny, images, value, control_variate):
     target = [1, 2]
-    ours = occlusion.rise(tiny, images, torch.tensor(target), n_masks=37, grid=3, p=0.4, seed=5, baseline=value)
+    ours = occlusion.rise(tiny, images, torch.tensor(target), n_masks=37, grid=3, p=0.4, seed=5, baseline=value,
+                          control_variate=control_variate)  # fmt: skip
     masks = occlusion.rise_masks((11, 9), 37, grid=3, p=0.4, seed=5)
+    slowly = rise_control_variate_slowly if control_variate else rise_slowly
     for n in range(2):
-        slow = rise_slowly(tiny, images[n], target[n], masks, 0.4, value)
+        slow = slowly(tiny, images[n], target[n], masks, 0.4, value)
         assert torch.allclose(ours[n], slow.expand(3, -1, -1), rtol=0, atol=1e-5)
+
+
+def every_mask(length: int, grid: int, p: float):
+    """All RISE masks of a series of ``length`` (every grid and every shift) and their probabilities."""
+    cell = -(-length // grid)
+    grids = torch.tensor(list(product([0.0, 1.0], repeat=grid)))
+    pairs = [(g, s) for g in grids for s in range(cell)]
+    masks = torch.stack([occlusion.resize(g[None], (length,), up=((grid + 1) * cell,), shifts=torch.tensor([[s]]))[0]
+                         for g, s in pairs])  # fmt: skip
+    chance = torch.tensor([p ** g.sum().item() * (1 - p) ** (grid - g.sum().item()) / cell for g, _ in pairs])
+    return masks, chance
+
+
+def test_both_estimators_have_the_expectation_of_the_paper():
+    """Enumerate every RISE mask of a short series: the exact S = E[P M] / p, and each estimator's exact
+    expectation over every pair of masks (N = 2, where a bias would be largest)."""
+    torch.manual_seed(0)
+    model, p = nn.Sequential(nn.Flatten(), nn.Linear(6, 2)).eval(), 0.4  # a score that depends on the mask
+    with torch.no_grad():
+        model[1].weight.mul_(8.0)
+    x = torch.randn(1, 6, generator=torch.Generator().manual_seed(2))
+    masks, chance = every_mask(6, 3, p)
+    assert torch.allclose(chance.sum(), torch.tensor(1.0)) and len(masks) == 16
+    assert torch.allclose((chance[:, None] * masks).sum(0), torch.full((6,), p))  # E[M] = p, what both rely on
+    scores = torch.stack([probability(model, (x * m)[None], 0)[0] for m in masks])
+    exact = (chance[:, None] * scores[:, None] * masks).sum(0) / p
+    expected = {False: torch.zeros(6), True: torch.zeros(6), "divided by N": torch.zeros(6)}
+    for i, j in product(range(16), repeat=2):
+        pair, weight = masks[[i, j]], chance[i] * chance[j]
+        expected[False] += weight * rise_slowly(model, x, 0, pair, p)
+        expected[True] += weight * rise_control_variate_slowly(model, x, 0, pair, p)
+        mean = (scores[i] + scores[j]) / 2
+        expected["divided by N"] += weight * (mean + ((scores[[i, j]] - mean)[:, None] * pair).sum(0) / (2 * p))
+    assert torch.allclose(expected[False], exact, atol=1e-6)
+    assert torch.allclose(expected[True], exact, atol=1e-6)
+    assert (expected["divided by N"] - exact).abs().max() > 0.01  # the test sees a bias of (S - E P) / N
+
+
+def test_rise_error_is_the_spread_across_seeds(tiny, images):
+    """The standard error from one run's masks against the spread of the maps, about their mean, over 48 seeds."""
+    for control_variate in (False, True):
+        runs = [occlusion.rise(tiny, images, n_masks=60, grid=3, seed=s, control_variate=control_variate,
+                               return_error=True) for s in range(48)]  # fmt: skip
+        maps, errors = (torch.stack([run[k][:, 0] for run in runs]).double() for k in (0, 1))
+        about_mean = maps - maps.mean((2, 3), keepdim=True)
+        spread = about_mean.std(0).pow(2).mean((1, 2)).sqrt()  # per image
+        predicted = errors.pow(2).mean((0, 2, 3)).sqrt()
+        assert ((predicted / spread - 1).abs() < 0.15).all(), (control_variate, predicted / spread)
+
+
+def test_the_control_variate_takes_out_the_common_part_of_the_score():
+    """A model that is 0.9 sure of its class whatever is hidden, but for a small bonus from the top-left
+    quadrant: the paper's estimator carries 0.9 times a random mask as noise, the control variate does not."""
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), nn.Flatten(), nn.Linear(16 * 16, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+        model[2].weight.zero_()
+        model[2].bias.copy_(torch.tensor([math.log(9.0), 0.0]))  # P_0 = 0.9 with everything hidden
+        model[2].weight[0].view(16, 16)[:8, :8] = 0.01
+    x = torch.ones(3, 16, 16)
+    noise = {}
+    for control_variate in (False, True):
+        saliency, error = occlusion.rise(model, x[None], 0, n_masks=200, grid=4, control_variate=control_variate,
+                                         return_error=True)  # fmt: skip
+        noise[control_variate] = occlusion.noise_to_contrast(saliency, error).item()
+        assert saliency[0, 0, :6, :6].mean() > saliency[0, 0, 10:, 10:].mean()
+    assert noise[True] < noise[False] / 4
+
+
+def test_rise_returns_its_error_shaped_like_x(tiny, images):
+    saliency, error = occlusion.rise(tiny, images, n_masks=30, grid=3, return_error=True)
+    assert torch.equal(saliency, occlusion.rise(tiny, images, n_masks=30, grid=3))
+    assert error.shape == images.shape and error.dtype == images.dtype and (error > 0).all()
+    one = occlusion.rise(tiny, images[0], n_masks=30, grid=3, return_error=True, batch_size=7)
+    assert one[1].shape == images[0].shape and torch.allclose(one[1], error[0], rtol=1e-4, atol=1e-7)
+
+
+def test_noise_to_contrast_closed_form():
+    torch.manual_seed(0)
+    saliency = torch.randn(3, 1, 8, 8)
+    error = torch.full_like(saliency, 0.5)
+    variance = saliency.flatten(1).var(1, correction=0)
+    expected = (0.25 / (variance - 0.25)).sqrt()
+    assert torch.allclose(occlusion.noise_to_contrast(saliency, error), expected.double())
+    flat = occlusion.noise_to_contrast(torch.zeros(1, 4, 4), torch.ones(1, 4, 4))  # all noise, no contrast
+    assert flat.item() == math.inf
+    with pytest.raises(ValueError, match="error: expected the shape of saliency"):
+        occlusion.noise_to_contrast(saliency, error[:1])
+    with pytest.raises(TypeError, match="saliency, error"):
+        occlusion.noise_to_contrast(saliency.numpy(), error)
 
 
 def test_rise_does_not_depend_on_batch_size_and_is_seeded(tiny, images):
@@ -214,7 +319,7 @@ def test_rise_finds_the_region_a_model_looks_at():
 def test_rise_on_series():
     model = series_model()
     x = torch.randn(2, 1, 40, generator=torch.Generator().manual_seed(3))
-    ours = occlusion.rise(model, x, 0, n_masks=20, grid=5, p=0.5, seed=0)
+    ours = occlusion.rise(model, x, 0, n_masks=20, grid=5, p=0.5, seed=0, control_variate=False)
     masks = occlusion.rise_masks((40,), 20, grid=5, p=0.5, seed=0)
     assert torch.allclose(ours[1, 0], rise_slowly(model, x[1], 0, masks, 0.5), atol=1e-5)
 
@@ -408,6 +513,9 @@ BAD = [
     (occlusion.overlay, {"occluder": 0.5}, TypeError, "occluder"),
     (occlusion.overlay, {"occluder": torch.rand(3, 5, 5)}, ValueError, "occluder"),
     (occlusion.rise, {"n_masks": 0}, ValueError, "n_masks"),
+    (occlusion.rise, {"n_masks": 1}, ValueError, "n_masks"),
+    (occlusion.rise, {"control_variate": "yes"}, TypeError, "control_variate"),
+    (occlusion.rise, {"return_error": 1}, TypeError, "return_error"),
     (occlusion.rise, {"p": 0.0}, ValueError, "p"),
     (occlusion.rise, {"p": 1.5}, ValueError, "p"),
     (occlusion.rise, {"grid": "8"}, TypeError, "grid"),

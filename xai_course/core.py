@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse.linalg import splu
 from torch import nn
 
 
@@ -422,19 +423,22 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.T
 
 # ----------------------------------------------------------------------------- what hidden values become
 
-Baseline = float | str | torch.Tensor  # a float, "mean", "blur", "uniform" or a tensor: see baseline_like
-BASELINES = ("mean", "blur", "uniform")
+Baseline = float | str | torch.Tensor  # a float, "mean", "blur", "uniform", "impute" or a tensor: see baseline_like
+BASELINES = ("mean", "blur", "uniform", "impute")
 
 
-def baseline_like(x: torch.Tensor, baseline: Baseline, *, seed: int | None = None, name: str = "baseline"):
+def baseline_like(
+    x: torch.Tensor, baseline: Baseline, *, seed: int | None = None, hidden=None, name: str = "baseline"
+) -> torch.Tensor:
     """What hidden values become, a tensor of the shape of ``x`` (N, C, *spatial): the baseline.
 
     Every method that hides part of the input (Kernel SHAP's absent players, occlusion's windows and
-    masks, deletion and insertion) fills it from here. ``baseline`` is a float (a constant), "mean"
+    masks, deletion, insertion and ROAD) fills it from here. ``baseline`` is a float (a constant), "mean"
     (each sample's mean per channel), "blur" (``gaussian_blur``, RISE's insertion substrate),
     "uniform" (noise uniform between x's smallest and largest value; only where the method has a
-    ``seed``), or a float tensor broadcastable to x (one sample or a batch). ``name`` names the
-    argument in errors. Chapter 00.
+    ``seed``), "impute" (``linear_imputation`` of the positions ``hidden`` from the visible ones, ROAD's
+    substrate; only where the method says which positions it hides), or a float tensor broadcastable to x
+    (one sample or a batch). ``name`` names the argument in errors. Chapter 00.
     """
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full_like(x, check_number(name, baseline, -math.inf))
@@ -445,7 +449,10 @@ def baseline_like(x: torch.Tensor, baseline: Baseline, *, seed: int | None = Non
     if isinstance(baseline, str) and baseline == "uniform" and seed is not None:
         noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype).to(x.device)
         return x.min() + (x.max() - x.min()) * noise
-    kinds = ", ".join(repr(b) for b in BASELINES if seed is not None or b != "uniform")
+    if isinstance(baseline, str) and baseline == "impute" and hidden is not None:
+        return linear_imputation(x, hidden)
+    given = {"uniform": seed is not None, "impute": hidden is not None}
+    kinds = ", ".join(repr(b) for b in BASELINES if given.get(b, True))
     expected = f"a float, {kinds} or a float tensor broadcastable to {tuple(x.shape)}"
     if isinstance(baseline, torch.Tensor) and baseline.is_floating_point():
         try:
@@ -457,6 +464,49 @@ def baseline_like(x: torch.Tensor, baseline: Baseline, *, seed: int | None = Non
         return filled
     error = ValueError if isinstance(baseline, (str, torch.Tensor)) else TypeError
     raise error(f"{name}: expected {expected}, got {describe(baseline)}")
+
+
+def linear_imputation(x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) or (N, C, L) with each ``hidden`` position replaced by the weighted mean of its neighbours.
+
+    The imputation of ROAD (Rong, Leemann, Borisov, Kasneci & Kasneci 2022). The hidden values v of one
+    sample solve one sparse linear system: for every hidden position p, v_p = sum_q w_q v_q / sum_q w_q
+    over its neighbours q inside the grid, hidden (unknowns) or visible (x's values). On an image the
+    weights are 1/6 for the four neighbours sharing an edge and 1/12 for the four sharing a corner; along
+    a series the two neighbours weigh the same. Every channel uses the same system. ``hidden`` is a bool
+    tensor (N, *spatial), or one (*spatial) for every sample; each sample keeps at least one visible
+    position (a system without any known value has no unique solution). Chapter 08.
+    """
+    spatial = tuple(x.shape[2:])
+    expected = f"a bool tensor of shape {(x.shape[0], *spatial)} or {spatial} with a visible position per sample"
+    if not isinstance(hidden, torch.Tensor) or hidden.dtype != torch.bool or len(spatial) not in (1, 2):
+        raise ValueError(f"hidden: expected {expected} for x (N, C, H, W) or (N, C, L), got {describe(hidden)}")
+    try:
+        hidden = hidden.expand(x.shape[0], *spatial).reshape(x.shape[0], -1).cpu().numpy()
+    except RuntimeError:
+        raise ValueError(f"hidden: expected {expected}, got {describe(hidden)}") from None
+    if hidden.all(axis=1).any():
+        raise ValueError(f"hidden: expected {expected}, got a sample with every position hidden")
+    grid = np.indices(spatial).reshape(len(spatial), -1)  # the coordinates of every position, (d, P)
+    offsets = np.array([o for o in np.ndindex(*(3,) * len(spatial)) if o != (1,) * len(spatial)]) - 1  # neighbours
+    w = 2.0 ** -np.abs(offsets).sum(1)  # edge 1/2, corner 1/4: in the ratio 1/6 : 1/12
+    values = x.detach().flatten(2).double().cpu().numpy()  # (N, C, P)
+    for n, mask in enumerate(hidden):
+        p = np.flatnonzero(mask)
+        unknown = np.full(mask.size, -1)
+        unknown[p] = np.arange(p.size)  # the index of each hidden position among the unknowns v
+        q = grid[:, p] + offsets[:, :, None]  # the neighbours' coordinates (offset, d, unknown)
+        o, i = np.nonzero(((q >= 0) & (q < np.array(spatial)[:, None])).all(1))  # the pairs inside the grid
+        j = np.ravel_multi_index(tuple(q[o, :, i].T), spatial)  # the neighbour's position
+        k, known = unknown[j], unknown[j] < 0  # the neighbour's unknown, or none: visible
+        # sum_q w_q (v_i - v_q) = 0 for every unknown i; a visible neighbour's w_q x_q goes to the right-hand side
+        a = sparse.csc_matrix((np.concatenate([w[o], -w[o][~known]]), (np.concatenate([i, i[~known]]),
+                               np.concatenate([i, k[~known]]))), (p.size, p.size))  # fmt: skip
+        b = sparse.csr_matrix((w[o][known], (i[known], j[known])), (p.size, mask.size)) @ values[n].T
+        # A is symmetric positive definite: a symmetric ordering, no pivoting
+        lu = splu(a, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        values[n][:, p] = lu.solve(b).T
+    return torch.from_numpy(values).to(x).view_as(x)
 
 
 def gaussian_blur(x: torch.Tensor, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:

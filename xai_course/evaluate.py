@@ -6,6 +6,10 @@ A heatmap is a claim about the model; these functions test the claim with measur
   relevant pixels are replaced by a baseline (deletion), or copied back into a blurred image (insertion); the score
   is the area under the curve on a unit axis, ``(sum - first/2 - last/2) / (len - 1)``. Deletion: lower is better.
   Insertion: higher is better.
+- **ROAD** (Rong, Leemann, Borisov, Kasneci & Kasneci 2022): pixels removed by noisy linear imputation (each
+  becomes the weighted mean of its neighbours, plus a little noise), most relevant first (MoRF, lower is better) or
+  least relevant first (LeRF, higher is better), at a list of fractions; imputation leaves no edges that tell the
+  model where the removed pixels were.
 - **Pixel flipping / AOPC** (Samek, Binder, Montavon, Lapuschkin & Müller 2017): square regions perturbed
   cumulatively, most relevant first (MoRF); AOPC is the mean drop of the target logit. Higher is better.
 - **Localization against ground truth** (Arras, Osman & Samek 2022, CLEVR-XAI): relevance mass accuracy and
@@ -53,6 +57,7 @@ from .core import (
     batch_slices,
     check_input,
     check_model,
+    check_number,
     check_positive_int,
     check_seed,
     check_spatial,
@@ -113,13 +118,15 @@ def random_attribution(model, x, target: Target = None, *, seed: int = 0) -> tor
 
 @dataclass
 class CurveResult:
-    """A deletion or insertion curve per image (Petsiuk et al. 2018). Chapter 00.
+    """A deletion or insertion curve per image (Petsiuk et al. 2018), or a ROAD curve (Rong et al. 2022). Chapter 00.
 
     Attributes
     ----------
-    fractions : (steps + 1,) fraction of the pixels deleted (inserted) at each step, 0 to 1
-    scores : (N, steps + 1) softmax probability of the target class at each step
-    auc : (N,) area under each curve, trapezoid rule on the unit axis
+    fractions : (T,) fraction of the pixels deleted (inserted, removed) at each step: 0 to 1 in steps + 1 steps
+        for deletion and insertion, ROAD's own list
+    scores : (N, T) softmax probability of the target class at each step
+    auc : (N,) area under each curve by the trapezoid rule, divided by the span of the fractions (1 for deletion
+        and insertion): the mean height of the curve
     mean_auc : the mean of ``auc``, equal to the AUC of the mean curve (RISE's batch score)
     target : (N,) the class whose probability is recorded
     """
@@ -167,15 +174,19 @@ def auc(scores: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _curves(model, start, finish, rank, k, target, batch_size: int, probability: bool) -> torch.Tensor:
-    """Target score (N, T) when the positions with ``rank < k[t]`` come from ``finish``, the others from ``start``."""
+    """Target score (N, T) when the positions with ``rank < k[t]`` come from ``finish``, the others from ``start``.
+
+    ``finish`` is a tensor like ``start``, or ``finish(i, replaced)`` of the images' indices (B,) and the replaced
+    positions (B, 1, P) returning (B, C, P) (ROAD's imputation depends on which positions are replaced)."""
     n, steps = rank.shape[0], k.numel()
-    start_flat, finish_flat = start.flatten(2), finish.flatten(2)
+    start_flat = start.flatten(2)
     scores = torch.empty(n * steps, dtype=start.dtype, device=start.device)
     for pairs in batch_slices(n * steps, batch_size):
         pair = torch.arange(pairs.start, pairs.stop, device=start.device)
         i, t = pair // steps, pair % steps
         replaced = (rank[i] < k[t, None]).unsqueeze(1)
-        inputs = torch.where(replaced, finish_flat[i], start_flat[i]).view(-1, *start.shape[1:])
+        ends = finish(i, replaced) if callable(finish) else finish.flatten(2)[i]
+        inputs = torch.where(replaced, ends, start_flat[i]).view(-1, *start.shape[1:])
         out = model(inputs)
         if probability:
             out = out.softmax(dim=1)
@@ -231,6 +242,79 @@ def insertion(
     klen 11, sigma 5). Returns a ``CurveResult`` (higher AUC is better). Chapter 00.
     """
     return _causal_metric(model, x, target, attribution, steps, baseline, batch_size, insert=True)
+
+
+ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # Rong et al. 2022
+ORDERS = ("morf", "lerf")
+
+
+def _check_fractions(fractions) -> torch.Tensor:
+    expected = "at least two increasing fractions in [0, 1) (every image keeps a visible pixel)"
+    try:
+        f = torch.tensor(fractions, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"fractions: expected {expected}, got {describe(fractions)}") from None
+    if f.ndim != 1 or f.numel() < 2 or not (f.diff() > 0).all() or f[0] < 0 or f[-1] >= 1:
+        raise ValueError(f"fractions: expected {expected}, got {describe(fractions)}")
+    return f
+
+
+@contract
+def road(
+    model,
+    x,
+    target,
+    attribution,
+    *,
+    fractions: Sequence[float] = ROAD_FRACTIONS,
+    order: str = "morf",
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> CurveResult:
+    """ROAD: remove pixels by noisy linear imputation, most or least relevant first (Rong et al. 2022).
+
+    At each fraction f, the ``round(f * H * W)`` most relevant pixels (``order="morf"``) or least relevant
+    (``"lerf"``) become the weighted mean of their neighbours (``core.baseline_like(x, "impute", hidden=...)``,
+    one sparse linear system over all removed pixels) plus Gaussian noise of standard deviation ``noise``,
+    and the target's softmax probability is recorded. Imputation leaves no sharp edges to the removed
+    region, so the curve measures the information removed rather than the shape of the hole.
+
+    Parameters
+    ----------
+    model, x, target, attribution : as for ``deletion``; pixels are ranked by the sum over channels, ties
+        by pixel index.
+    fractions : increasing, in [0, 1); default the paper's 10 % to 90 %.
+    order : "morf" (most relevant first: a low curve is good) or "lerf" (least relevant first: high is good).
+    noise : standard deviation of the noise on the imputed values; 0 gives the plain linear imputation.
+    seed : seeds one noise image per image, shared by every fraction (so a removed pixel keeps its value).
+    batch_size : number of perturbed inputs per forward pass.
+
+    Returns a ``CurveResult`` whose ``auc`` is the mean height of the curve over the fractions (trapezoid
+    area divided by ``fractions[-1] - fractions[0]``). Chapter 08.
+    """
+    x, _ = check_input(model, x)
+    check_spatial(x)
+    a = _check_attribution(attribution, x)
+    f = _check_fractions(fractions)
+    if order not in ORDERS:
+        raise ValueError(f"order: expected one of {list(ORDERS)}, got {describe(order)}")
+    check_number("noise", noise)
+    g = torch.Generator().manual_seed(check_seed(seed))
+    check_positive_int("batch_size", batch_size)
+    relevance = a.sum(1).flatten(1)
+    rank = _rank(relevance if order == "morf" else -relevance)
+    k = (f * rank.shape[1]).round().long().to(x.device)
+    eps = (noise * torch.randn(x.shape, generator=g, dtype=x.dtype)).to(x.device).flatten(2)
+
+    def impute(i: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+        filled = baseline_like(x[i], "impute", hidden=removed.view(-1, *x.shape[2:]))
+        return filled.flatten(2) + eps[i]
+
+    with explaining(model, x, target, batch_size) as (target, _):
+        scores = _curves(model, x, impute, rank, k, target, batch_size, probability=True)
+    area = torch.trapezoid(scores, f.to(scores), dim=1) / (f[-1] - f[0]).item()
+    return CurveResult(f.to(x.dtype), scores, area, area.mean().item(), target)
 
 
 def _region_ids(shape: Sequence[int], region: int) -> torch.Tensor:
@@ -660,7 +744,8 @@ class Scores:
 
     Faithfulness: ``deletion_auc`` (lower is better), ``insertion_auc``, ``aopc`` (higher is better).
     Localization: ``mass_accuracy``, ``rank_accuracy``, ``pointing_game`` (higher is better; NaN without
-    masks). Optional (NaN when not computed): ``completeness_error`` (relative), ``spread`` and
+    masks). Optional (NaN when not computed): ``road_morf`` (lower is better) and ``road_lerf`` (higher),
+    the mean heights of the ROAD curves, ``completeness_error`` (relative), ``spread`` and
     ``max_sensitivity`` (lower is more stable), ``randomized_spearman`` (Spearman of |maps| with every
     layer randomized; lower passes the sanity check).
     """
@@ -670,6 +755,8 @@ class Scores:
     deletion_auc: float
     insertion_auc: float
     aopc: float
+    road_morf: float = math.nan
+    road_lerf: float = math.nan
     mass_accuracy: float = math.nan
     rank_accuracy: float = math.nan
     pointing_game: float = math.nan
@@ -710,6 +797,8 @@ def compare(
     region: int = 8,
     batch_size: int = 128,
     baselines: Mapping[str, Baseline] | None = None,
+    with_road: bool = False,
+    fractions: Sequence[float] = ROAD_FRACTIONS,
     with_stability: bool = False,
     with_randomization: bool = False,
     seed: int = 0,
@@ -726,8 +815,10 @@ def compare(
     steps : deletion and insertion steps, and the number L of ``region``-sized regions for AOPC
         (all regions if there are fewer). The defaults keep a notebook cell short.
     baselines : method name -> ``baseline`` for ``completeness_error``, for methods with a completeness property.
+    with_road, fractions : also run ``road`` at these ``fractions``, most and least relevant first (a sparse
+        solve per image and fraction: slower than the other scores).
     with_stability, with_randomization : also run ``stability`` and ``randomization_check`` (slower).
-    seed : seed of the random baseline and of the pixel-flipping noise.
+    seed : seed of the random baseline, of the pixel-flipping noise and of ROAD's noise.
 
     ``seconds_per_image`` is the wall time of one call on all images divided by N. Chapter 00.
     """
@@ -746,9 +837,11 @@ def compare(
         _promised_baseline(images, baseline)
     check_positive_int("steps", steps)
     check_positive_int("region", region)
+    _check_fractions(fractions)
     seed = check_seed(seed)
     n_regions = math.prod(math.ceil(size / region) for size in images.shape[2:])
     flipping = {"region": region, "steps": min(steps, n_regions), "seed": seed, "batch_size": batch_size}
+    removal = {"fractions": fractions, "seed": seed, "batch_size": batch_size}
     baseline = functools.partial(random_attribution, seed=seed)
     rows = Comparison()
     with explaining(model, images, targets, batch_size) as (targets, _):
@@ -769,6 +862,9 @@ def compare(
                 insertion(model, images, targets, a, steps=steps, batch_size=batch_size).mean_auc,
                 pixel_flipping(model, images, targets, a, **flipping).mean_aopc,
             )
+            if with_road:
+                curves = [road(model, images, targets, a, order=order, **removal) for order in ORDERS]
+                row.road_morf, row.road_lerf = (curve.mean_auc for curve in curves)
             if masks is not None:
                 row.mass_accuracy = relevance_mass_accuracy(a, masks).nanmean().item()
                 row.rank_accuracy = relevance_rank_accuracy(a, masks).nanmean().item()
@@ -784,3 +880,93 @@ def compare(
                 row.randomized_spearman = sanity.mean_spearman_abs[-1].item()
             rows.append(row)
     return rows
+
+
+# ----------------------------------------------------------------------------- which metrics tell methods apart
+
+METRICS: dict[str, Callable[[Scores], float]] = {
+    "deletion": lambda row: -row.deletion_auc,
+    "insertion": lambda row: row.insertion_auc,
+    "insertion - deletion": lambda row: row.insertion_auc - row.deletion_auc,
+    "AOPC": lambda row: row.aopc,
+    "ROAD MoRF": lambda row: -row.road_morf,
+    "ROAD LeRF": lambda row: row.road_lerf,
+    "ROAD LeRF - MoRF": lambda row: row.road_lerf - row.road_morf,
+    "mass": lambda row: row.mass_accuracy,
+    "rank": lambda row: row.rank_accuracy,
+    "pointing": lambda row: row.pointing_game,
+}
+"""The scores of a ``Scores`` row, each signed so that larger is better (deletion and ROAD MoRF negated)."""
+LOCALIZATION = ("mass", "rank", "pointing")
+
+
+@dataclass
+class MetricCheck:
+    """How well each metric tells the methods from a random map, and how it agrees with the ground truth. Chapter 08.
+
+    Attributes
+    ----------
+    separation : metric -> method -> z = (m(method) - mean m(random)) / std m(random), with the mean and
+        sample standard deviation over random maps of different seeds, m signed so that larger is better:
+        how many standard deviations of the random map's own spread the method lies above it
+    agreement : metric -> localization score -> Spearman rank correlation of the two across the methods
+    """
+
+    separation: dict[str, dict[str, float]]
+    agreement: dict[str, dict[str, float]]
+
+    def separated(self, metric: str, z: float = 2.0) -> list[str]:
+        """The methods that ``metric`` puts more than ``z`` standard deviations above the random maps."""
+        return [name for name, value in self.separation[metric].items() if value > z]
+
+    def __repr__(self) -> str:
+        references = list(next(iter(self.agreement.values()), {}))
+        lines = [f"{'metric':22s}{'z > 2':>8s}{'median z':>10s}" + "".join(f"{'rho ' + r:>14s}" for r in references)]
+        for metric, z in self.separation.items():
+            median, rho = np.median(list(z.values())), "".join(f"{self.agreement[metric][r]:14.2f}" for r in references)
+            lines.append(f"{metric:22s}{len(self.separated(metric)):4d} of {len(z):<2d}{median:9.1f}{rho}")
+        return "\n".join(lines)
+
+
+def metric_check(
+    rows: Sequence[Scores],
+    random_rows: Sequence[Scores],
+    *,
+    metrics: Mapping[str, Callable[[Scores], float]] = METRICS,
+    references: Sequence[str] = LOCALIZATION,
+) -> MetricCheck:
+    """Which metrics separate the methods of ``rows`` from random maps, and agree with ground-truth localization.
+
+    Parameters
+    ----------
+    rows : the methods' rows of ``compare`` (without the random map).
+    random_rows : rows of ``random_attribution`` with different seeds on the same images, e.g. the first row of
+        ``compare({}, model, images, masks=masks, seed=s)`` for a few seeds s.
+    metrics : name -> score of a row, larger is better (default ``METRICS``).
+    references : names in ``metrics`` of the ground-truth scores to compare with (default: the localization ones).
+
+    A metric that cannot tell a method from a map of random numbers says nothing about that method. The
+    random maps' spread over seeds is the yardstick: a z beyond about 2 is outside what a random map
+    reaches by luck (on these images; the images' own sampling noise is not in it). Chapter 08.
+    """
+    rows, random_rows = list(rows), list(random_rows)
+    if len(random_rows) < 2 or not all(isinstance(r, Scores) for r in rows + random_rows) or not rows:
+        raise ValueError(
+            f"rows, random_rows: expected rows of compare, and at least two random rows, got {len(rows)} and "
+            f"{describe(random_rows)}"
+        )
+    unknown = [name for name in references if name not in metrics]
+    if unknown:
+        raise ValueError(f"references: expected names in metrics {list(metrics)}, got {unknown}")
+    separation, agreement = {}, {}
+    for name, metric in metrics.items():
+        chance = np.array([metric(r) for r in random_rows])
+        values = torch.tensor([[metric(r) for r in rows]], dtype=torch.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (values[0].numpy() - chance.mean()) / chance.std(ddof=1)
+        separation[name] = {r.method: float(v) for r, v in zip(rows, z, strict=True)}
+        agreement[name] = {
+            ref: spearman(values, torch.tensor([[metrics[ref](r) for r in rows]], dtype=torch.float64)).item()
+            for ref in references
+        }
+    return MetricCheck(separation, agreement)

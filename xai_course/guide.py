@@ -7,9 +7,12 @@ view, which completeness property it has) and, for attribution methods, a functi
 contract with the course's defaults. An attribution method's properties are the ones it declares next
 to its code (``core.contract``); only the methods that return no map have theirs written here.
 ``evaluate.compare``, ``choose`` and the tests all use this one list, so the chooser's reasons are the
-measured numbers of the same functions. The perturbation methods' budgets (RISE 300 masks, Kernel SHAP 256
+measured numbers of the same functions. The perturbation methods' budgets (RISE 1000 masks, Kernel SHAP 256
 coalitions, the sliding window's 225 windows) are what chapter 08 can afford when it runs every method in
-under a minute; chapters 02 and 03 show how their noise falls with a larger budget. Chapter 08.
+under a minute; chapters 02 and 03 show how their noise falls with a larger budget. RISE's 1000 masks, with
+its control variate, bring its noise on the four canonical images to about 0.4 of the maps' contrast on average
+(the paper's estimator at 300 masks: about 1.4); its scores in chapter 08 are then a few hundredths from their
+values at 8000 masks, less than the gaps between the methods there (``benchmarks/rise_noise.py``). Chapter 08.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import nn
 
 from . import deconvnet, deep_taylor, gradient, lrp, occlusion, shap
 from .core import ACCESS, check_input, check_model, contract, describe, is_signed
-from .evaluate import Scores
+from .evaluate import METRICS, Scores
 
 DATA = ("images", "time series", "tables")
 
@@ -93,7 +96,7 @@ def _sliding_window(model, x, target=None):
 
 @contract(signed=False)
 def _rise(model, x, target=None):
-    return occlusion.rise(model, x, target, n_masks=300, baseline="mean")
+    return occlusion.rise(model, x, target, n_masks=1000, baseline="mean")
 
 
 def last_conv(model: nn.Module) -> str:
@@ -142,7 +145,7 @@ METHODS = {
                   global_view=True),
         _declared("sliding_window", 3, "occlusion by an 8-pixel window, stride 4, mean fill",
                   occlusion.sliding_window, _SIGNALS, _sliding_window),
-        _declared("rise", 3, "RISE, 300 random masks, mean fill", occlusion.rise, _SIGNALS, _rise),
+        _declared("rise", 3, "RISE, 1000 random masks, mean fill", occlusion.rise, _SIGNALS, _rise),
         _declared("sidu", 3, "SIDU, masks from the last convolution's feature maps", occlusion.sidu, _SIGNALS, _sidu),
         _declared("timereise", 3, "TimeREISE, random slices of a series", occlusion.timereise, ("time series",)),
         # signed, but the sign hardly depends on the target (z+ keeps relevance positive; chapters 06 and 07)
@@ -251,6 +254,8 @@ def _reasons(m: Method, seconds, row: Scores | None) -> list[str]:
         reasons.append("random: seeded, but a different seed gives a different answer")
     if row is not None:
         measured = f"insertion {row.insertion_auc:.2f}, deletion {row.deletion_auc:.2f}, AOPC {row.aopc:.3g}"
+        if not math.isnan(row.road_morf):
+            measured += f", ROAD MoRF {row.road_morf:.2f}, LeRF {row.road_lerf:.2f}"
         reasons.append(f"measured: {measured}")
         if not math.isnan(row.mass_accuracy):
             reasons.append(f"mass on the object {row.mass_accuracy:.2f}, rank accuracy {row.rank_accuracy:.2f}")
@@ -261,12 +266,13 @@ def _reasons(m: Method, seconds, row: Scores | None) -> list[str]:
 
 
 RANK_BY: dict[str, Callable[[Scores], float]] = {
-    "faithfulness": lambda row: row.insertion_auc - row.deletion_auc,
-    "aopc": lambda row: row.aopc,
-    "localization": lambda row: row.rank_accuracy,
+    "faithfulness": METRICS["insertion - deletion"],
+    "aopc": METRICS["AOPC"],
+    "road": METRICS["ROAD LeRF - MoRF"],
+    "localization": METRICS["rank"],
     "speed": lambda row: -row.seconds_per_image,
 }
-"""How ``choose`` orders the suitable methods by their measured scores, larger first."""
+"""How ``choose`` orders the suitable methods by their measured scores, larger first (``evaluate.METRICS``)."""
 
 
 def choose(
@@ -291,9 +297,10 @@ def choose(
     scores : rows of ``evaluate.compare`` on your model (named as in ``METHODS``); with them, the
         suitable methods are sorted by a measured score, best first; unmeasured ones (or NaN scores) last.
     rank_by : the score that orders them, one of ``RANK_BY``: "faithfulness" (insertion minus deletion
-        AUC, the default), "aopc" (region perturbation), "localization" (relevance rank accuracy) or
-        "speed" (seconds per input). Pick one that separates the methods from the random baseline on
-        your data (chapter 08 shows why).
+        AUC, the default), "aopc" (region perturbation), "road" (ROAD, least minus most relevant first:
+        scores from ``compare(..., with_road=True)``), "localization" (relevance rank accuracy) or "speed"
+        (seconds per input). Pick one that separates the methods from the random baseline on your data
+        (``evaluate.metric_check``; chapter 08 shows why).
 
     Chapter 08.
     """
@@ -328,6 +335,8 @@ _COLUMNS = {
     "deletion_auc": "deletion",
     "insertion_auc": "insertion",
     "aopc": "AOPC",
+    "road_morf": "ROAD MoRF",
+    "road_lerf": "ROAD LeRF",
     "mass_accuracy": "mass",
     "rank_accuracy": "rank",
     "pointing_game": "pointing",
@@ -360,10 +369,10 @@ def table(
     """The rows of ``evaluate.compare`` as one table: each method's properties beside its measured scores.
 
     Columns: the method, ``properties`` (needs, signed, random), the scores that are measured for at
-    least one row (short names: "s/image", "deletion", "insertion", "AOPC", "mass", "rank", "pointing",
-    "completeness", "spread", "max-sens.", "randomized"), then ``extra`` columns (column name -> method
-    name -> value, e.g. scores measured elsewhere). Missing or NaN cells print as "-". Plain text, or a
-    Markdown table with ``markdown=True`` (the README's). Chapter 08.
+    least one row (short names: "s/image", "deletion", "insertion", "AOPC", "ROAD MoRF", "ROAD LeRF", "mass",
+    "rank", "pointing", "completeness", "spread", "max-sens.", "randomized"), then ``extra`` columns (column
+    name -> method name -> value, e.g. scores measured elsewhere). Missing or NaN cells print as "-". Plain
+    text, or a Markdown table with ``markdown=True`` (the README's). Chapter 08.
     """
     rows = list(_scores_by_name(scores).values()) if scores else []
     extra = dict(extra or {})

@@ -11,9 +11,10 @@ All five methods share that idea and differ in what they hide and how they avera
   figure 2).
 - **RISE** (Petsiuk, Das & Saenko 2018). N random soft masks M_i: a Bernoulli(p) grid of s x s cells, resized
   bilinearly to (s + 1) cells of ceil(H / s) pixels and cropped at a random shift; with the softmax
-  probability P_c,
-  S_c(lambda) = 1 / (N p) sum_i P_c(x * M_i) M_i(lambda),
-  a Monte-Carlo estimate of E[P_c(x * M) | M(lambda) = 1].
+  probability P_c, RISE estimates S_c(lambda) = E[P_c(x * M) M(lambda)] / p (E[M(lambda)] = p), the paper by
+  1 / (N p) sum_i P_c(x * M_i) M_i(lambda). Since E[M(lambda)] = p, S_c = E[P_c] + Cov(P_c, M(lambda)) / p,
+  and the course's default estimates that: the mean score plus the sample covariance, the same expectation
+  with the score's large common part (times a random mask) taken out of the noise (a control variate).
 - **SIDU** (Muddamsetty, Jahromi, Ciontos, Fenoy & Moeslund 2021; Pattern Recognition 2022). One mask per
   feature map A_k of a chosen layer: B_k = 1[A_k > 0.5] on the raw activations (the reference code's
   absolute threshold; ``relative=True`` takes a share of each map's maximum), resized bilinearly to the input.
@@ -300,16 +301,59 @@ def rise_masks(size, n_masks: int, *, grid: int = 8, p: float = 0.5, seed=0, sta
 # ----------------------------------------------------------------------------- RISE
 
 
-def rise_map(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torch.Tensor:
-    """RISE saliency (*spatial) of one input for class t, accumulated batch by batch in float64.
-    Chapter 03."""
-    saliency = torch.zeros(x_n.shape[1:], dtype=torch.float64, device=x_n.device)
+@torch.no_grad()
+def rise_scores(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size) -> torch.Tensor:
+    """P_c(x * M_i) for the masks M_i, i = 0 ... N - 1, of ``rise_masks`` (float64). Chapter 03."""
+    scores = torch.empty(n_masks, dtype=torch.float64, device=x_n.device)
     for part in batch_slices(n_masks, batch_size):
         n = part.stop - part.start
         masks = rise_masks(x_n.shape[1:], n, grid=grid, p=p, seed=seed, start=part.start).to(x_n)
-        scores = F.softmax(_forward(model, _masked(x_n, fill_n, masks)), dim=1)[:, t]
-        saliency += torch.tensordot(scores.double(), masks.double(), dims=1)
-    return saliency / (n_masks * p)
+        probabilities = F.softmax(_forward(model, _masked(x_n, fill_n, masks)), dim=1)
+        scores[part] = probabilities[:, t].double()
+    return scores
+
+
+def rise_map(scores, size, grid, p, seed, control_variate, batch_size) -> tuple:
+    """RISE saliency (*size) from the masks' scores P_i, and its standard errors. Chapter 03.
+
+    With w_i = P_i - c, c the mean score (the control variate) or 0 (the paper's estimator):
+    S = c + sum_i w_i M_i / (n p), n = N - 1 (the mean plus the sample covariance over p) or N.
+    The standard error is that of the mean of the terms w_i M_i / p, each less its mean over the
+    entries: the noise of the map about its own mean. In float64; the masks are drawn again,
+    batch by batch, rather than kept.
+    """
+    n_masks = len(scores)
+    c = scores.mean() if control_variate else 0.0
+    w = scores - c
+    total = torch.zeros(size, dtype=torch.float64, device=scores.device)
+    squares = torch.zeros_like(total)
+    for part in batch_slices(n_masks, batch_size):
+        n = part.stop - part.start
+        masks = rise_masks(size, n, grid=grid, p=p, seed=seed, start=part.start).to(total)
+        about_mean = masks - masks.mean(dim=tuple(range(1, masks.ndim)), keepdim=True)
+        total += torch.tensordot(w[part], masks, dims=1)
+        squares += torch.tensordot(w[part] ** 2, about_mean**2, dims=1)
+    n = n_masks - 1 if control_variate else n_masks
+    variance = (squares - (total - total.mean()) ** 2 / n_masks).clamp(min=0) / (n_masks - 1)
+    return c + total / (n * p), (variance / n_masks).sqrt() / p
+
+
+def noise_to_contrast(saliency: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+    """How noisy each map is: its typical standard error over the spread of the true map's values.
+
+    For maps (N, ...) and their standard errors about each map's mean (``rise(..., return_error=True)``),
+    over each map's entries: sqrt(mean e^2) / sqrt(var S - mean e^2), where var S less the part the
+    noise adds to it estimates the true map's variance (infinite where the noise explains all of it).
+    A map at ratio r correlates about 1 / sqrt(1 + r^2) with the map it estimates. Chapter 03.
+    """
+    if not isinstance(saliency, torch.Tensor) or not isinstance(error, torch.Tensor):
+        raise TypeError(f"saliency, error: expected two tensors, got {describe(saliency)}, {describe(error)}")
+    if saliency.shape != error.shape or saliency.ndim < 2:
+        shapes = f"{tuple(error.shape)} and {tuple(saliency.shape)}"
+        raise ValueError(f"error: expected the shape of saliency, (N, ...), got {shapes}")
+    noise = error.double().flatten(1).pow(2).mean(1)
+    contrast = saliency.double().flatten(1).var(1, correction=0) - noise
+    return torch.where(contrast > 0, (noise / contrast.clamp(min=1e-300)).sqrt(), math.inf)
 
 
 @contract(signed=False, needs="outputs", random=True)
@@ -323,38 +367,53 @@ def rise(
     p: float = 0.5,
     baseline=0.0,
     seed=0,
+    control_variate: bool = True,
+    return_error: bool = False,
     batch_size: int = BATCH_SIZE,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """RISE: randomized input sampling for explanation (Petsiuk, Das & Saenko 2018).
 
     Parameters
     ----------
     model, x, target : the calling contract; images (N, C, H, W) or series (N, C, L).
-    n_masks : number N of random masks (the paper uses 4000 to 8000).
+    n_masks : number N >= 2 of random masks (the paper uses 4000 to 8000).
     grid : cells s per axis of the low-resolution Bernoulli grid.
     p : probability that a cell is kept.
     baseline : what masked positions show, x * M + (1 - M) * baseline (``core.baseline_like``): 0.0 as
         in the reference code (black for the course images), ``"mean"`` (each image's mean colour),
         ``"blur"``, another float or a tensor.
     seed : int or ``torch.Generator``; the same seed gives the same masks for every image.
+    control_variate : estimate S_c as the mean score plus the sample covariance of the score with the
+        mask over p (True, the course's default), or by the paper's 1 / (N p) sum_i P_c(x * M_i) M_i
+        (False). Both have the expectation S_c(lambda) = E[P_c(x * M) M(lambda)] / p; the first is
+        less noisy (chapter 03 measures by how much).
+    return_error : also return the Monte-Carlo standard error of each entry about the map's mean (the
+        noise the picture and every ranking of the pixels see; a common offset changes neither),
+        estimated from the spread of the masks' terms; ``noise_to_contrast`` sums it up per map.
     batch_size : masked inputs per forward pass; does not change the result.
 
     Returns
     -------
-    S_c = 1 / (N p) sum_i P_c(x * M_i) M_i with the softmax probability P_c and the masks of
-    ``rise_masks``, the same map on every channel. Chapter 03.
+    S_c with the softmax probability P_c and the masks of ``rise_masks``, the same map on every
+    channel; with ``return_error``, (S_c, its standard errors). Chapter 03.
     """
     x, unbatched = check_input(model, x)
     check_spatial(x)
-    for name, number in (("n_masks", n_masks), ("grid", grid), ("batch_size", batch_size)):
+    for name, number in (("grid", grid), ("batch_size", batch_size)):
         check_positive_int(name, number)
+    check_positive_int("n_masks", n_masks, minimum=2)
+    for name, flag in (("control_variate", control_variate), ("return_error", return_error)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected True or False, got {describe(flag)}")
     p, seed, fill = _check_probability("p", p), check_seed(seed), baseline_like(x, baseline)
     with explaining(model, x, target, batch_size) as (target, _), torch.no_grad():
         maps = [
-            rise_map(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size)
+            rise_map(rise_scores(model, x_n, fill_n, t, n_masks, grid, p, seed, batch_size),
+                     x.shape[2:], grid, p, seed, control_variate, batch_size)
             for x_n, fill_n, t in zip(x, fill, target.tolist())
-        ]
-    return output_like(torch.stack(maps).unsqueeze(1).expand_as(x), x, unbatched)
+        ]  # fmt: skip
+    saliency, error = (output_like(torch.stack(m).unsqueeze(1).expand_as(x), x, unbatched) for m in zip(*maps))
+    return (saliency, error) if return_error else saliency
 
 
 # ----------------------------------------------------------------------------- SIDU
