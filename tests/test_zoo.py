@@ -2,12 +2,15 @@
 any network (nothing is downloaded: a download attempt fails the test), preprocessing against torchvision's own
 transforms, the class names and scikit-image's photographs."""
 
+import io
 import socket
 import time
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 
 from xai_course import zoo
@@ -141,3 +144,44 @@ def test_photos():
     model = zoo.load("resnet18", weights=None)
     with torch.no_grad():
         assert model(zoo.preprocess("resnet18", list(photos.values()))).shape == (len(photos), 1000)
+
+
+def _encoded(image: torch.Tensor, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy()).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_decode_gives_back_an_encoded_png_exactly():
+    image = torch.randint(0, 256, (3, 20, 30)).float() / 255
+    for data in (_encoded(image, "PNG"), bytearray(_encoded(image, "PNG")), memoryview(_encoded(image, "PNG"))):
+        decoded = zoo.decode(data)
+        assert decoded.dtype == torch.float32 and torch.equal(decoded, image)  # PNG is lossless, k / 255 exactly
+
+
+def test_decode_makes_greyscale_and_transparent_images_rgb():
+    grey = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4) * 20)
+    rgba = Image.new("RGBA", (5, 4), (10, 20, 30, 128))
+    for picture in (grey, rgba):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        decoded = zoo.decode(buffer.getvalue())
+        assert decoded.shape == (3, picture.height, picture.width)
+        if picture.mode == "L":  # grey repeated on the three channels
+            assert torch.equal(decoded * 255, torch.tensor(np.asarray(picture)).float().expand(3, -1, -1))
+        else:  # alpha dropped, colour kept
+            assert torch.equal(decoded[:, 0, 0] * 255, torch.tensor([10.0, 20.0, 30.0]))
+
+
+def test_decode_refuses_what_is_not_an_image_with_a_clear_message():
+    with pytest.raises(ValueError, match="expected an image file that Pillow can read, got 13 bytes"):
+        zoo.decode(b"not an image!")
+    truncated = _encoded(torch.rand(3, 32, 32), "PNG")[:60]
+    with pytest.raises(ValueError, match="Pillow can read"):
+        zoo.decode(truncated)
+    with pytest.raises(ValueError, match="1 to 100 bytes, got 0 bytes"):
+        zoo.decode(b"", max_bytes=100)
+    with pytest.raises(ValueError, match="1 to 100 bytes, got 101 bytes"):
+        zoo.decode(bytes(101), max_bytes=100)
+    with pytest.raises(TypeError, match="data: expected the bytes of an image file"):
+        zoo.decode("photo.png")

@@ -7,12 +7,13 @@ and found there afterwards. Before a download, a connection to the server is tri
 ``CONNECT_TIMEOUT`` seconds, so that a machine without internet gets a clear ``ConnectionError`` saying what to do
 instead of a hang. ``weights=None`` gives torchvision's random initialization, seeded. ``preprocess`` applies the
 weights' own transforms (resize, centre crop to 224 x 224, ImageNet normalization), ``categories`` returns the 1000
-class names stored with the weights (no download), and ``photos`` the colour photographs that ship with
-scikit-image. Introduced in chapter 09.
+class names stored with the weights (no download), ``photos`` the colour photographs that ship with
+scikit-image, and ``decode`` a student's own photo from the bytes of its file. Introduced in chapter 09.
 """
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
+from PIL import Image
 from skimage import data as skdata
 from torch import nn
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:  # torchvision is imported where it is used: importing it take
     from torchvision.models import WeightsEnum
 
 CONNECT_TIMEOUT = 5.0  # seconds to wait for the weights' server before giving up
+MAX_BYTES = 10_000_000  # the largest file decode accepts
 PHOTOS = {  # scikit-image's photographs: the colour ones, and the cameraman (grey, repeated on three channels)
     "astronaut": skdata.astronaut,
     "chelsea": skdata.chelsea,
@@ -171,3 +174,25 @@ def photos() -> dict[str, torch.Tensor]:
         image = torch.from_numpy(np.asarray(read())).float() / 255
         result[name] = image[None].repeat(3, 1, 1) if image.ndim == 2 else image.permute(2, 0, 1).contiguous()
     return result
+
+
+def decode(data: bytes, max_bytes: int = MAX_BYTES) -> torch.Tensor:
+    """The image file ``data`` (JPEG, PNG, anything Pillow reads) as floats (3, H, W) in [0, 1].
+
+    Greyscale, palette and transparent images become RGB. Raises ``ValueError`` with a message for
+    the student if ``data`` is empty, larger than ``max_bytes`` or not an image Pillow can read.
+    Chapter 09.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data: expected the bytes of an image file, got {describe(data)}")
+    data = bytes(data)
+    if not 0 < len(data) <= max_bytes:
+        expected = f"an image file of 1 to {max_bytes:,} bytes"
+        raise ValueError(f"data: expected {expected}, got {len(data):,} bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, Image.DecompressionBombError) as error:  # UnidentifiedImageError: an OSError
+        problem = f"got {len(data):,} bytes it cannot read: {error}"
+        raise ValueError(f"data: expected an image file that Pillow can read, {problem}") from None
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255
