@@ -386,7 +386,8 @@ def rise(
     control_variate : estimate S_c as the mean score plus the sample covariance of the score with the
         mask over p (True, the course's default), or by the paper's 1 / (N p) sum_i P_c(x * M_i) M_i
         (False). Both have the expectation S_c(lambda) = E[P_c(x * M) M(lambda)] / p; the first is
-        less noisy (chapter 03 measures by how much).
+        less noisy (chapter 03 measures by how much), and can dip below 0 where S_c is near 0: it is
+        clipped at 0, which only lowers its error.
     return_error : also return the Monte-Carlo standard error of each entry about the map's mean (the
         noise the picture and every ranking of the pixels see; a common offset changes neither),
         estimated from the spread of the masks' terms; ``noise_to_contrast`` sums it up per map.
@@ -413,6 +414,7 @@ def rise(
             for x_n, fill_n, t in zip(x, fill, target.tolist())
         ]  # fmt: skip
     saliency, error = (output_like(torch.stack(m).unsqueeze(1).expand_as(x), x, unbatched) for m in zip(*maps))
+    saliency = saliency.clamp(min=0) if control_variate else saliency  # S_c >= 0: below 0 is noise
     return (saliency, error) if return_error else saliency
 
 
