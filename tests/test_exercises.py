@@ -93,7 +93,7 @@ def test_answers_are_read_the_way_students_write_them(capsys):
     assert exercises.check("03.2", 0.5) and exercises.check("03.2", "P = 0.5")  # a number, or text in any case
     assert exercises.check("04.3", torch.tensor([False]))  # a comparison of one-element tensors: "no"
     assert exercises.check("05.1", ["{age<=27} -> deny", False])
-    assert exercises.check("08.2", ({"sliding window", "Kernel SHAP"}, "sliding-window"))
+    assert exercises.check("08.2", ({"sliding window", "Kernel SHAP", "LIME"}, "sliding-window"))
     assert exercises.check("06.2", torch.tensor(-0.25))
     capsys.readouterr()
 

@@ -64,7 +64,7 @@ def test_completeness_flags(cases):
 def test_every_method_has_valid_properties():
     for name, m in guide.METHODS.items():
         assert m.name == name and m.needs in guide.ACCESS and set(m.data) <= set(guide.DATA) and m.data
-        assert m.summary and 0 <= m.chapter <= 7
+        assert m.summary and 0 <= m.chapter <= 10
 
 
 def test_attribution_methods_for_compare(cases):
@@ -84,7 +84,7 @@ def test_attribution_methods_for_compare(cases):
 
 def test_choose_black_box_images():
     choice = guide.choose(access="outputs", data="images")
-    assert set(choice.names) == {"kernel_shap", "sliding_window", "rise"}
+    assert set(choice.names) == {"kernel_shap", "lime", "sliding_window", "rise"}
     assert "needs layers" in choice.excluded["lrp"]
     assert "tables" in choice.excluded["lore"]
     assert "kernel_shap" in repr(choice)
@@ -94,12 +94,13 @@ def test_choose_tables_local_and_global():
     assert set(guide.choose(access="outputs", data="tables").names) == {"lore"}
     assert set(guide.choose(access="outputs", data="tables", global_view=True).names) == {"surrogate_tree"}
     with_gradients = guide.choose(access="gradients", data="tables", negative_evidence=True).names
-    assert with_gradients == ["gradient_x_input"]
+    assert with_gradients == ["gradient_x_input", "integrated_gradients", "smoothgrad"]
 
 
 def test_choose_negative_evidence_and_time_series():
     names = guide.choose(access="gradients", data="images", negative_evidence=True).names
-    assert set(names) == {"gradient_x_input", "kernel_shap", "sliding_window"}
+    assert set(names) == {"gradient_x_input", "integrated_gradients", "smoothgrad", "kernel_shap", "lime",
+                          "sliding_window"}  # fmt: skip
     series = guide.choose(access="layers", data="time series").names
     assert "timereise" in series and "kernel_shap" not in series and "lore" not in series
 
@@ -111,10 +112,10 @@ def row(name, seconds, insertion, deletion):
 def test_choose_with_scores_sorts_and_checks_the_budget():
     scores = [row("sliding_window", 0.5, 0.6, 0.2), row("rise", 3.0, 0.9, 0.1), row("kernel_shap", 0.2, 0.7, 0.2)]
     choice = guide.choose(access="outputs", scores=scores)
-    assert choice.names == ["rise", "kernel_shap", "sliding_window"]
+    assert choice.names == ["rise", "kernel_shap", "sliding_window", "lime"]  # the unmeasured last
     assert "insertion 0.90" in "; ".join(choice.suitable[0].reasons)
     within = guide.choose(access="outputs", seconds_per_input=1.0, scores=scores)
-    assert within.names == ["kernel_shap", "sliding_window"] and "budget" in within.excluded["rise"]
+    assert within.names == ["kernel_shap", "sliding_window", "lime"] and "budget" in within.excluded["rise"]
     unmeasured = guide.choose(access="outputs", seconds_per_input=1.0)
     assert "not measured" in "; ".join(unmeasured.suitable[0].reasons)
 
@@ -161,7 +162,7 @@ def test_choose_rank_by_other_scores():
     scores = [row("sliding_window", 0.5, 0.6, 0.2), row("rise", 3.0, 0.9, 0.1), row("kernel_shap", 0.2, 0.7, 0.2)]
     scores[0].aopc, scores[1].aopc, scores[2].aopc = 12.0, 10.0, float("nan")
     by_aopc = guide.choose(access="outputs", scores=scores, rank_by="aopc")
-    assert by_aopc.names == ["sliding_window", "rise", "kernel_shap"]  # NaN last
+    assert by_aopc.names == ["sliding_window", "rise", "kernel_shap", "lime"]  # NaN and unmeasured last
     assert "AOPC 12" in "; ".join(by_aopc.suitable[0].reasons)
     assert guide.choose(access="outputs", scores=scores, rank_by="speed").names[0] == "kernel_shap"
     with pytest.raises(ValueError, match="rank_by"):

@@ -276,10 +276,10 @@ EXERCISES: dict[str, Exercise] = {
     "07.2": Exercise("the number of copies covering a pixel inside the border", lambda: 4, EXACT),
     # by hand: sorted -2, 0, 4, 4; ranks 0, 1 and 2.5 for the tied pair, divided by 3
     "08.1": Exercise("a tensor of the four ranks", lambda: torch.tensor([2.5, 0.0, 1.0, 2.5]) / 3, Tensor()),
-    # the names from guide.choose; the call counts of section 5: 225 + 1 windows, 256 + 1 coalitions
+    # the names from guide.choose; the call counts of section 5: 225 + 1 windows, 256 + 1 coalitions (Kernel SHAP, LIME)
     "08.2": Exercise("a pair (the names of the methods, the one with fewer calls)",
                      lambda: (_outputs_only_signed(), "sliding_window"),
-                     Several((Names(), Choice({"sliding_window": ("occlusion",), "kernel_shap": ()})))),
+                     Several((Names(), Choice({"sliding_window": ("occlusion",), "kernel_shap": (), "lime": ()})))),
     "08.3": Exercise("the relevance mass accuracy (a number)", _shifted_combination_mass, Number()),
 }  # fmt: skip
 

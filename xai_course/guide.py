@@ -1,6 +1,6 @@
 """The course's methods in one registry, a method chooser, and a combination of methods.
 
-The survey (section 3) compares its methods in words. Here every method of chapters 00 to 07
+The survey (section 3) compares its methods in words. Here every method of chapters 00 to 07 and 10
 carries the properties a student needs to pick one (what it needs from the model, which data it
 explains, whether its maps show negative evidence, whether it is random, whether it gives a global
 view, which completeness property it has) and, for attribution methods, a function in the calling
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import deconvnet, deep_taylor, gradient, lrp, occlusion, shap
+from . import cam, deconvnet, deep_taylor, gradient, lrp, occlusion, shap
 from .core import ACCESS, check_input, check_model, contract, describe, is_signed
 from .evaluate import METRICS, Scores
 
@@ -83,6 +83,12 @@ def _kernel_shap(model, x, target=None):
 
 
 @contract(signed=True)
+def _lime(model, x, target=None):
+    segments = shap.superpixels(x, n_segments=16, method="grid")
+    return shap.lime(model, x, target, segments=segments, n_samples=256)
+
+
+@contract(signed=True)
 def _deep_shap(model, x, target=None):
     batch, _ = check_input(check_model(model), x)  # x may be one unbatched sample
     mean_colour = batch.mean(dim=[0, *range(2, batch.ndim)], keepdim=True)  # one uniform input of the batch's mean
@@ -114,6 +120,16 @@ def _sidu(model, x, target=None):
     return occlusion.sidu(model, x, target, layer=last_conv(model), baseline="mean")
 
 
+@contract(signed=False)
+def _grad_cam(model, x, target=None):
+    return cam.grad_cam(model, x, target, layer=cam.last_feature_map(model, x))
+
+
+@contract(signed=False)
+def _grad_cam_plus_plus(model, x, target=None):
+    return cam.grad_cam_plus_plus(model, x, target, layer=cam.last_feature_map(model, x))
+
+
 _ANY = DATA
 _SIGNALS = ("images", "time series")
 
@@ -141,6 +157,7 @@ METHODS = {
         # shap.global_importance averages SHAP values over a data set: a global view
         _declared("kernel_shap", 2, "Kernel SHAP on 16 grid superpixels, 256 coalitions", shap.kernel, ("images",),
                   _kernel_shap, global_view=True),
+        _declared("lime", 2, "LIME on 16 grid superpixels, 256 coalitions", shap.lime, ("images",), _lime),
         _declared("deep_shap", 2, "Deep SHAP against the batch's mean colour", shap.deep, _ANY, _deep_shap,
                   global_view=True),
         _declared("sliding_window", 3, "occlusion by an 8-pixel window, stride 4, mean fill",
@@ -155,6 +172,13 @@ METHODS = {
                   negative_evidence=False),
         _declared("guided_backprop", 7, "guided backpropagation", deconvnet.guided_backprop, _ANY,
                   negative_evidence=False),
+        _declared("integrated_gradients", 10, "Integrated Gradients from a black input, 50 trapezoid steps",
+                  gradient.integrated_gradients, _ANY),
+        _declared("smoothgrad", 10, "SmoothGrad, the mean gradient over 50 copies with 15 % noise", gradient.smoothgrad,
+                  _ANY),
+        _declared("grad_cam", 10, "Grad-CAM at the last feature map", cam.grad_cam, _SIGNALS, _grad_cam),
+        _declared("grad_cam_plus_plus", 10, "Grad-CAM++ at the last feature map", cam.grad_cam_plus_plus, _SIGNALS,
+                  _grad_cam_plus_plus),
         # the methods that return no attribution map: their properties are written here
         _described("inversion", 4, "rebuild the input from a layer's features (optimization or decoder)",
                    "gradients", ("images",), random=True),
@@ -165,6 +189,8 @@ METHODS = {
                    ("images",), global_view=True),
         _described("top_activations", 7, "the inputs that excite a feature map most, projected back", "layers",
                    ("images",), global_view=True),
+        _described("tcav", 10, "concept activation vectors: does the class's logit rise along a concept", "gradients",
+                   ("images", "time series"), global_view=True),
     ]
 }  # fmt: skip
 
