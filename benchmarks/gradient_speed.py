@@ -6,7 +6,8 @@ else a random initialisation) at the same settings:
 - Grad-CAM at the layer ``features``: Captum's ``LayerGradCam`` (``relu_attributions=True``) followed by
   ``LayerAttribution.interpolate(..., "bilinear")``; 1, 8 and 32 images.
 - Integrated Gradients from a black baseline, 50 steps of the Gauss-Legendre rule (Captum's default; the rules
-  cost the same), 64 inputs per pass (Captum: ``internal_batch_size=64``); 1 and 8 images.
+  cost the same), 64 inputs per pass: 64 // N whole steps of the N images (Captum: ``internal_batch_size=64``,
+  which it splits the same way); 1 and 8 images.
 - SmoothGrad, 50 noisy copies at 15 % noise, 64 inputs per pass (Captum: ``NoiseTunnel(Saliency(model))`` with
   ``abs=False``, ``nt_samples_batch_size=64 // N``); 1 and 8 images.
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backward import modified
-from .core import Target, check_input, contract, describe, model_guard, output_like
+from .core import Target, check_input, contract, describe, model_guard, output_like, sample_ndim
 from .layers import gradients
 
 
@@ -62,10 +62,14 @@ def last_feature_map(model, x) -> str:
     return found[-1]
 
 
-def _maps_and_gradients(model, x: torch.Tensor, target, layer) -> tuple[torch.Tensor, torch.Tensor]:
-    """A, the output of ``layer`` on the batched ``x``, and dS_c/dA (``layers.gradients``); a clear error
-    unless A is a feature map."""
+def _maps_and_gradients(
+    model, x: torch.Tensor, target, layer
+) -> tuple[torch.Tensor, bool, torch.Tensor, torch.Tensor]:
+    """x batched, whether it came unbatched, A, the output of ``layer``, and dS_c/dA (``layers.gradients``,
+    which checks x); a clear error unless A is a feature map."""
     a, g, _ = gradients(model, x, layer, target)
+    unbatched = x.ndim == sample_ndim(model, x)
+    x = x.unsqueeze(0) if unbatched else x
     if not _is_feature_map(a, x):
         layout = "(N, K, H, W)" if x.ndim == 4 else "(N, K, L)"
         raise ValueError(
@@ -73,7 +77,7 @@ def _maps_and_gradients(model, x: torch.Tensor, target, layer) -> tuple[torch.Te
             f"got {layer if isinstance(layer, str) else type(layer).__name__!r}: {describe(a)}; "
             "cam.last_feature_map picks one"
         )
-    return a, g
+    return x, unbatched, a, g
 
 
 def _upsampled(coarse: torch.Tensor, x: torch.Tensor, unbatched: bool) -> torch.Tensor:
@@ -96,8 +100,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Target = None, *, layer)
     ``GradCAM``, which also scales each map to [0, 1] (min-max) and resizes it with OpenCV's
     ``resize`` (the same half-pixel convention). Chapter 10.
     """
-    x, unbatched = check_input(model, x)
-    a, g = _maps_and_gradients(model, x, target, layer)
+    x, unbatched, a, g = _maps_and_gradients(model, x, target, layer)
     alpha = g.mean(dim=tuple(range(2, a.ndim)), keepdim=True)
     return _upsampled((alpha * a).sum(1, keepdim=True).relu(), x, unbatched)
 
@@ -122,6 +125,5 @@ def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, target: Target = None,
     docstring); equal to the ``grad-cam`` package's ``GradCAMPlusPlus`` before its min-max scaling
     and resizing, up to the 1e-6 it adds to the denominator. Chapter 10.
     """
-    x, unbatched = check_input(model, x)
-    a, g = _maps_and_gradients(model, x, target, layer)
+    x, unbatched, a, g = _maps_and_gradients(model, x, target, layer)
     return _upsampled((plus_plus_weights(a, g) * a).sum(1, keepdim=True).relu(), x, unbatched)

@@ -22,15 +22,18 @@ from .core import (
     Target,
     baseline_like,
     batch_slices,
+    check_differentiable,
     check_input,
+    check_logits,
     check_number,
     check_positive_int,
     check_seed,
     contract,
     describe,
-    explaining,
+    model_guard,
     output_like,
     predict,
+    resolve_target,
     target_gradient,
 )
 
@@ -56,6 +59,24 @@ def gradient_x_input(model, x, target: Target = None) -> torch.Tensor:
     """
     x, grad, unbatched = target_gradient(model, x, target)
     return output_like(grad * x, x, unbatched)
+
+
+def _gradients(model, inputs: torch.Tensor, target, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """dS_c/dx at S versions (S, N, ...) of the N inputs (points on a path, noisy copies), ``batch_size`` inputs
+    per forward and backward pass, inside ``model_guard``, and the target (N,): ``target`` resolved (None, the
+    class predicted for x, by the caller from x's logits) or as given, checked against the classes of the first
+    pass (``resolve_target`` reads only the shape of the logits then), so that x itself need not be run."""
+    n, flat, grads = inputs.shape[1], inputs.flatten(0, 1), []
+    for b in batch_slices(len(flat), batch_size):
+        leaf = flat[b].detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = check_logits(model(leaf.clone()))  # a copy: a model may write into its input
+            target = resolve_target(target, logits[:1].expand(n, *logits.shape[1:]))  # the classes only
+            check_differentiable(logits)
+            i = torch.arange(b.start, b.stop, device=flat.device) % n  # the sample of each input
+            (grad,) = torch.autograd.grad(logits.gather(1, target[i, None]).sum(), leaf)
+        grads.append(grad)
+    return torch.cat(grads).view_as(inputs), target
 
 
 # ----------------------------------------------------------------------------- Integrated Gradients
@@ -117,7 +138,8 @@ def integrated_gradients(
         broadcastable to x: the mean of a training set, or uniform noise
         ``core.baseline_like(x, "uniform", seed=...)``.
     steps, method : the number of points on the path and the rule (``quadrature``).
-    batch_size : inputs on the path per pass; changes the result only by rounding.
+    batch_size : inputs on the path per pass: batch_size // N whole steps of all N inputs (one step,
+        split into passes of batch_size, where N > batch_size); changes the result only by rounding.
     return_delta : also return the completeness delta (N,), sum IG - (S_c(x) - S_c(x')).
 
     Returns
@@ -136,15 +158,15 @@ def integrated_gradients(
     check_positive_int("batch_size", batch_size)
     alphas, weights = (w.to(x) for w in quadrature(method, steps))
     start = baseline_like(x, baseline)
-    n, shape = x.shape[0], (-1, *[1] * (x.ndim - 1))
-    total = torch.zeros_like(x)
-    with explaining(model, x, target, batch_size) as (target, logits):
-        for part in batch_slices(steps * n, batch_size):  # input j: step j // n of sample j % n
-            j = torch.arange(part.start, part.stop, device=x.device)
-            k, i = j // n, j % n
-            inputs = torch.lerp(start[i], x[i], alphas[k].view(shape))  # x' at 0, x at 1 exactly
-            _, grad, _ = target_gradient(model, inputs, target[i])
-            total.index_add_(0, i, grad * weights[k].view(shape))
+    total, shape = torch.zeros_like(x), (-1, *[1] * x.ndim)  # shape: one alpha per step
+    with model_guard(model):
+        # x's logits, only for the predicted class or the delta
+        logits = predict(model, x, batch_size) if target is None or return_delta else None
+        target = target if logits is None else resolve_target(target, logits)
+        for k in batch_slices(steps, max(1, batch_size // len(x))):  # whole steps of all N inputs
+            points = torch.lerp(start, x, alphas[k].view(shape))  # x' at 0, x at 1 exactly
+            grads, target = _gradients(model, points, target, batch_size)
+            total += torch.tensordot(weights[k], grads, dims=1)
         attribution = total * (x - start)
         if return_delta:
             promise = (logits - predict(model, start, batch_size)).gather(1, target[:, None])
@@ -156,13 +178,6 @@ def integrated_gradients(
 # ----------------------------------------------------------------------------- SmoothGrad
 
 SMOOTHGRAD_KINDS = ("smoothgrad", "squared", "vargrad")
-
-
-def _noisy_gradients(model, noisy: torch.Tensor, target: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """dS_c/dx at each of the noisy copies (draws, N, ...) of the N inputs, ``batch_size`` inputs at a time."""
-    inputs, targets = noisy.flatten(0, 1), target.repeat(len(noisy))
-    grads = [target_gradient(model, inputs[b], targets[b])[1] for b in batch_slices(len(inputs), batch_size)]
-    return torch.cat(grads).view_as(noisy)
 
 
 @contract(signed=lambda kind: kind == "smoothgrad", needs="gradients", random=True)
@@ -210,14 +225,18 @@ def smoothgrad(
     low, high = torch.aminmax(x.flatten(1), dim=1)
     s = (sigma * (high - low)).view(-1, *[1] * (x.ndim - 1))
     count, mean, m2 = 0, torch.zeros_like(x), torch.zeros_like(x)  # m2: sum of squared deviations
-    with explaining(model, x, target, batch_size) as (target, _):
+    with model_guard(model):
+        target = resolve_target(target, predict(model, x, batch_size)) if target is None else target
         for draws in batch_slices(n, max(1, batch_size // len(x))):  # whole draws of all N inputs
             eps = torch.stack([torch.randn(x.shape, generator=generator, dtype=x.dtype)
                                for _ in range(draws.stop - draws.start)])  # fmt: skip
-            g = _noisy_gradients(model, x + s * eps.to(x.device), target, batch_size)
+            g, target = _gradients(model, x + s * eps.to(x.device), target, batch_size)
             # merge the draws' mean and m2 into the running ones (Chan, Golub & LeVeque 1979)
-            difference = g.mean(0) - mean
-            m2 += ((g - g.mean(0)) ** 2).sum(0) + difference**2 * count * len(g) / (count + len(g))
+            g_mean = g.mean(0)
+            difference = g_mean - mean
+            if kind != "smoothgrad":  # m2 only where the result needs it
+                spread = ((g - g_mean) ** 2).sum(0)
+                m2 += spread + difference**2 * count * len(g) / (count + len(g))
             count += len(g)
             mean += difference * len(g) / count
     result = {"smoothgrad": mean, "squared": m2 / n + mean**2, "vargrad": m2 / n}[kind]

@@ -10,6 +10,7 @@ that output (Grad-CAM and concept sensitivities, chapter 10). Introduced in chap
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -40,10 +41,10 @@ def submodule(model: nn.Module, layer) -> nn.Module:
     """The sub-module ``layer`` (its name, or the module itself), or a clear error listing the names. Chapter 03."""
     if isinstance(layer, nn.Module) and any(layer is m for m in model.modules()):
         return layer
-    known = names(model)
-    if isinstance(layer, str) and layer in known:
-        return model.get_submodule(layer)
-    expected = f"expected the name of a sub-module of model, one of {known}, or the sub-module"
+    if isinstance(layer, str) and layer:
+        with contextlib.suppress(AttributeError):  # not a name of a sub-module
+            return model.get_submodule(layer)
+    expected = f"expected the name of a sub-module of model, one of {names(model)}, or the sub-module"
     if isinstance(layer, str):
         raise ValueError(f"layer: {expected}, got {layer!r}")
     raise TypeError(f"layer: {expected}, got {describe(layer)}")
