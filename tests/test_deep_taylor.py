@@ -105,6 +105,21 @@ def test_one_neuron_inputs_are_checked():
         deep_taylor.taylor_neuron(x + 1.5, w, rule="zb")
 
 
+def test_bounds_given_as_numbers_are_not_rounded_to_float32():
+    """In a float64 run, zB's bounds 0.1 and 0.9 (not float32 numbers) as Python floats give what float64 tensors
+    give: in the search direction of one neuron and in the engine's constant inputs "low" and "high" (before the
+    fix, both rounded them to float32: errors of 1e-8)."""
+    low, high = (torch.tensor(v, dtype=DOUBLE) for v in (0.1, 0.9))
+    x, w = torch.tensor([0.5, 0.3, 0.7], dtype=DOUBLE), torch.tensor([1.0, -2.0, 0.5], dtype=DOUBLE)
+    expected = x - torch.where(w > 0, low, high)
+    assert relative_error(deep_taylor.search_direction(x, w, "zb", 0.1, 0.9), expected) < 1e-15
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)).to(DOUBLE)
+    images = 0.1 + 0.8 * torch.rand(2, 3, 8, 8, dtype=DOUBLE)
+    numbers = deep_taylor.explain(model, images, 0, low=0.1, high=0.9)
+    assert relative_error(numbers, deep_taylor.explain(model, images, 0, low=low, high=high)) < 1e-13
+
+
 # ----------------------------------------------------------------------------- a whole network, neuron by neuron
 
 

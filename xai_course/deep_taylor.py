@@ -197,7 +197,7 @@ def search_direction(
     if rule == "zplus":
         return x * (x * w > 0)  # x_i 1[w_i > 0] for x >= 0
     if rule == "zb":
-        return x - torch.where(w > 0, low, high)
+        return torch.where(w > 0, x - low, x - high)  # numbers as bounds: x keeps its dtype
     return w.clone()
 
 

@@ -349,7 +349,7 @@ def _term_input(name: str, a: torch.Tensor, rule: Rule, leaves: dict) -> torch.T
     key = (name, id(rule))  # two zB layers with different bounds need two leaves "low"
     if key not in leaves:
         value = {"low": getattr(rule, "low", None), "high": getattr(rule, "high", None), "ones": 1.0}[name]
-        leaves[key] = (torch.zeros_like(a) + torch.as_tensor(value).to(a)).requires_grad_()
+        leaves[key] = (torch.zeros_like(a) + torch.as_tensor(value, dtype=a.dtype, device=a.device)).requires_grad_()
     return leaves[key].view_as(a)
 
 
