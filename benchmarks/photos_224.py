@@ -30,7 +30,8 @@ canonizes nothing yet: the canonization is part of the explanation), then resets
 reads the peak resident set size since the reset (``VmHWM``). Printed: that peak (the whole process: Python, PyTorch,
 the network and the explanation) and its growth over the baseline (what the explanation adds). glibc's
 ``MALLOC_MMAP_THRESHOLD_`` is fixed at 64 KiB, so that freed tensors go back to the system at once and the resident
-size follows the live memory. The requirement is a peak of the whole process under 2 GB (2048 MiB) for every method.
+size follows the live memory. The requirement is a peak of the whole process under 2 GB (2048 MiB) for every method
+at its default batch size; the rows in ``LARGER_BATCHES`` show what a larger batch costs.
 Run: ``OMP_NUM_THREADS=1 python benchmarks/photos_224.py`` (``--part speed`` or ``--part memory`` for one half).
 """
 
@@ -177,8 +178,10 @@ METHODS = {  # method: (what it runs, the call on resnet50 ``net``, the photo ``
     "LRP": ("epsilon_gamma_box, canonized in the call",
             "lrp.explain(lrp.canonize(net, x), x, 0, composite='epsilon_gamma_box', low=low, high=high)"),
     "deep Taylor": ("zB, canonized in the call", "deep_taylor.explain(lrp.canonize(net, x), x, 0, low=low, high=high)"),
-    "Deep SHAP": ("background: the 6 other photos", "shap.deep(net, x, 0, background=others)"),
-    "Deep SHAP, 3 rows": ("background: 3 other photos", "shap.deep(net, x, 0, background=others[:3])"),
+    "Deep SHAP": ("background: the 6 other photos, 2 per pass (the default)",
+                  "shap.deep(net, x, 0, background=others)"),
+    "Deep SHAP, 6 per pass": ("background: the 6 other photos in one pass",
+                              "shap.deep(net, x, 0, background=others, batch_size=12)"),
     "Kernel SHAP": ("16 SLIC superpixels, 256 coalitions",
                     "shap.kernel(net, x, 0, segments=shap.superpixels(pixels), n_samples=256)"),
     "sliding window": ("window 28, stride 28 (64 windows)",
@@ -190,11 +193,12 @@ METHODS = {  # method: (what it runs, the call on resnet50 ``net``, the photo ``
     "inversion": ("layer2, 5 Adam steps, on pixels in [0, 1]",
                   "inversion.optimize(nn.Sequential(Normalize(), net), pixels, '1.layer2', steps=5, progress=False)"),
     "Grad-CAM": ("layer4", "cam.grad_cam(net, x, 0, layer='layer4')"),
-    "IG": ("50 steps, batches of 64 (the default)", "gradient.integrated_gradients(net, x, 0)"),
-    "IG, batches of 8": ("50 steps, batches of 8", "gradient.integrated_gradients(net, x, 0, batch_size=8)"),
-    "SmoothGrad": ("50 samples, batches of 64 (the default)", "gradient.smoothgrad(net, x, 0)"),
-    "SmoothGrad, batches of 8": ("50 samples, batches of 8", "gradient.smoothgrad(net, x, 0, batch_size=8)"),
+    "IG": ("50 steps, batches of 5 (the default at 224)", "gradient.integrated_gradients(net, x, 0)"),
+    "IG, batches of 64": ("50 steps, batches of 64", "gradient.integrated_gradients(net, x, 0, batch_size=64)"),
+    "SmoothGrad": ("50 samples, batches of 5 (the default at 224)", "gradient.smoothgrad(net, x, 0)"),
+    "SmoothGrad, batches of 64": ("50 samples, batches of 64", "gradient.smoothgrad(net, x, 0, batch_size=64)"),
 }  # fmt: skip
+LARGER_BATCHES = {"Deep SHAP, 6 per pass", "IG, batches of 64", "SmoothGrad, batches of 64"}  # not required
 
 CHILD = """
 import torch
@@ -237,14 +241,14 @@ def memory(names) -> bool:
     assert sys.platform.startswith("linux"), "the peak resident set size is read from /proc/self/status"
     print(f"Peak memory of one explanation of the cat (224 x 224) with resnet50, random weights, a fresh process each "
           f"({torch.get_num_threads()} threads)")  # fmt: skip
-    print(f"{'method':24s} {'settings':42s} {'peak (MiB)':>10s} {'growth (MiB)':>12s}")
+    print(f"{'method':24s} {'settings':46s} {'peak (MiB)':>10s} {'growth (MiB)':>12s}")
     worst = 0.0
     for name in names:
         settings, call = METHODS[name]
         peak, growth = peak_mb(call)
-        worst = max(worst, peak)
-        print(f"{name:24s} {settings:42s} {peak:10.0f} {growth:12.0f}", flush=True)
-    print(f"largest peak = {worst:.0f} MiB (requirement < {MEMORY_LIMIT_MB} MiB: "
+        worst = worst if name in LARGER_BATCHES else max(worst, peak)
+        print(f"{name:24s} {settings:46s} {peak:10.0f} {growth:12.0f}", flush=True)
+    print(f"largest peak at the default batch sizes = {worst:.0f} MiB (requirement < {MEMORY_LIMIT_MB} MiB: "
           f"{'met' if worst < MEMORY_LIMIT_MB else 'NOT met'})")  # fmt: skip
     return worst < MEMORY_LIMIT_MB
 

@@ -143,6 +143,15 @@ def test_predict_matches_model(tiny):
     assert torch.allclose(core.predict(tiny, x, batch_size=3), tiny(x), atol=1e-6)
 
 
+def test_samples_per_pass_by_default_holds_64_course_images_of_values():
+    assert core.samples_per_pass(torch.zeros(2, 3, 64, 64), None) == 64
+    assert core.samples_per_pass(torch.zeros(1, 3, 224, 224), None) == 5  # a photo: 12 times the values
+    assert core.samples_per_pass(torch.zeros(1, 3, 2000, 2000), None) == 1
+    assert core.samples_per_pass(torch.zeros(1, 3, 224, 224), 64) == 64  # given: kept
+    with pytest.raises(TypeError, match="batch_size: expected an int >= 1, got float 8.0"):
+        core.samples_per_pass(torch.zeros(1, 3, 8, 8), 8.0)
+
+
 def test_check_input_for_models_without_convolutions():
     mlp = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
     assert core.check_input(mlp, torch.rand(1, 2))[0].shape == (1, 2)

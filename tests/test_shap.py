@@ -468,6 +468,10 @@ def test_deep_on_tiny_net_and_unbatched(tiny, images):
     phi = shap.deep(tiny, images, background=background)
     assert summation_error(tiny, images, background, phi) < 1e-5
     assert torch.allclose(shap.deep(tiny, images[0], background=background), phi[0], atol=1e-6)
+    one_row_per_pass = shap.deep(tiny, images, background=background, batch_size=2)  # 5 passes per image
+    assert torch.allclose(one_row_per_pass, phi, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_size"):
+        shap.deep(tiny, images, background=background, batch_size=0)
 
 
 def test_deep_refuses_what_it_cannot_handle(tiny, images):

@@ -177,6 +177,18 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
+VALUES_PER_PASS = 64 * 3 * 64 * 64  # a default pass with gradients: 64 course images, 5 photos at 224 x 224
+
+
+def samples_per_pass(x: torch.Tensor, batch_size: int | None) -> int:
+    """``batch_size`` (checked), or by default as many samples like x's as hold ``VALUES_PER_PASS`` values, so that
+    the many gradient passes of a method stay within a laptop's memory on a large network at 224 x 224. Chapter 10.
+    """
+    if batch_size is None:
+        return max(1, VALUES_PER_PASS // x[0].numel())
+    return check_positive_int("batch_size", batch_size)
+
+
 def check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
     """Raise unless ``value`` is a finite real number >= ``minimum`` (> with ``strict``). Chapter 04."""
     relation = ">" if strict else ">="

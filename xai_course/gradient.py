@@ -34,10 +34,9 @@ from .core import (
     output_like,
     predict,
     resolve_target,
+    samples_per_pass,
     target_gradient,
 )
-
-BATCH_SIZE = 64  # inputs per forward and backward pass
 
 
 @contract(signed=lambda abs: not abs, needs="gradients", random=False)  # |gradient| unsigned, the gradient signed
@@ -124,7 +123,7 @@ def integrated_gradients(
     baseline: Baseline = 0.0,
     steps: int = 50,
     method: str = "riemann_trapezoid",
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     return_delta: bool = False,
 ):
     """Integrated Gradients (Sundararajan et al. 2017), the gradient integrated from x' to x:
@@ -138,8 +137,9 @@ def integrated_gradients(
         broadcastable to x: the mean of a training set, or uniform noise
         ``core.baseline_like(x, "uniform", seed=...)``.
     steps, method : the number of points on the path and the rule (``quadrature``).
-    batch_size : inputs on the path per pass: batch_size // N whole steps of all N inputs (one step,
-        split into passes of batch_size, where N > batch_size); changes the result only by rounding.
+    batch_size : inputs on the path per pass (default ``core.samples_per_pass``: 64 course images, 5
+        photos at 224 x 224): batch_size // N whole steps of all N inputs (one step, split into
+        passes of batch_size, where N > batch_size); changes the result only by rounding.
     return_delta : also return the completeness delta (N,), sum IG - (S_c(x) - S_c(x')).
 
     Returns
@@ -155,7 +155,7 @@ def integrated_gradients(
     x, unbatched = check_input(model, x)
     if not isinstance(return_delta, bool):
         raise TypeError(f"return_delta: expected True or False, got {describe(return_delta)}")
-    check_positive_int("batch_size", batch_size)
+    batch_size = samples_per_pass(x, batch_size)
     alphas, weights = (w.to(x) for w in quadrature(method, steps))
     start = baseline_like(x, baseline)
     total, shape = torch.zeros_like(x), (-1, *[1] * x.ndim)  # shape: one alpha per step
@@ -190,7 +190,7 @@ def smoothgrad(
     sigma: float = 0.15,
     seed=0,
     kind: str = "smoothgrad",
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """SmoothGrad (Smilkov et al. 2017): the gradient of S_c averaged over ``n`` noisy copies of x.
 
@@ -208,8 +208,8 @@ def smoothgrad(
     kind : ``"smoothgrad"`` the mean gradient (signed), ``"squared"`` the mean of its square
         (SmoothGrad-squared), ``"vargrad"`` its variance over the copies (Adebayo et al. 2018;
         divided by n, as Captum's).
-    batch_size : noisy inputs per pass; the draws do not depend on it, the result only by
-        rounding (``integrated_gradients`` says how far that can go on a ReLU network).
+    batch_size : noisy inputs per pass (default ``core.samples_per_pass``); the draws do not depend
+        on it, the result only by rounding (``integrated_gradients`` says how far that can go on a ReLU network).
 
     Returns
     -------
@@ -217,7 +217,7 @@ def smoothgrad(
     """
     x, unbatched = check_input(model, x)
     check_positive_int("n", n)
-    check_positive_int("batch_size", batch_size)
+    batch_size = samples_per_pass(x, batch_size)
     sigma, generator = check_number("sigma", sigma), torch.Generator().manual_seed(check_seed(seed))
     if not isinstance(kind, str) or kind not in SMOOTHGRAD_KINDS:
         expected = ", ".join(map(repr, SMOOTHGRAD_KINDS))

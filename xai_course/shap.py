@@ -50,6 +50,7 @@ from .core import (
     output_like,
     predict,
     resolve_target,
+    samples_per_pass,
 )
 
 MAX_EXACT_PLAYERS = 20  # 2^20 model calls per image; above this use Kernel SHAP
@@ -673,40 +674,46 @@ def _check_summation(contributions: torch.Tensor, delta_f: torch.Tensor) -> None
 
 
 @contract(signed=True, needs="layers", random=False, sums_to="f(x) - f(background) (summation to delta)")
-def deep(model: nn.Module, x: torch.Tensor, target: Target = None, *, background: torch.Tensor) -> torch.Tensor:
+def deep(
+    model: nn.Module, x: torch.Tensor, target: Target = None, *, background: torch.Tensor, batch_size: int | None = None
+) -> torch.Tensor:
     """Deep SHAP: DeepLIFT rescale attributions against each background row, averaged.
 
-    phi = mean_b m(x, b) * (x - b), where the multipliers m come from one backward pass through
-    [x repeated B; background] in which every ReLU-like module and max-pool passes delta y / delta x
+    phi = mean_b m(x, b) * (x - b), where the multipliers m come from a backward pass through
+    [x repeated; background rows] in which every ReLU-like module and max-pool passes delta y / delta x
     of the paired halves instead of its gradient (per call, so a module reused several times and
     in-place ReLUs are handled). Sums to f_c(x) - mean_b f_c(b). Unsupported layers raise a
-    ``NotImplementedError``. Chapter 02.
+    ``NotImplementedError``. ``batch_size``: inputs per pass, half of them background rows (default
+    ``core.samples_per_pass``); changes the result only by rounding. Chapter 02.
     """
     x, unbatched = check_input(model, x)
     background, _ = check_input(model, background, "background")
     if background.shape[1:] != x.shape[1:]:
         raise ValueError(f"background: expected rows of shape {tuple(x.shape[1:])}, got {describe(background)}")
     nonlinear = [m for _, m, k in check_layers(model, "Deep SHAP") if k in ("relu", "activation", "maxpool")]
-    background = background.to(x)
+    background, rows = background.to(x), max(1, samples_per_pass(x, batch_size) // 2)
     with explaining(model, x, target) as (target, _):
         for module in model.modules():
             if hasattr(module, "inplace"):
                 module.inplace = False  # the rule reads the layer's input after the layer
         with modified(model, dict.fromkeys(nonlinear, rescale_rule)):
-            phi = torch.stack([_deep_one(model, x_n, t, background) for x_n, t in zip(x, target.tolist())])
+            phi = torch.stack([_deep_one(model, x_n, t, background, rows) for x_n, t in zip(x, target.tolist())])
     return output_like(phi, x, unbatched)
 
 
-def _deep_one(model: nn.Module, x_n: torch.Tensor, t: int, background: torch.Tensor) -> torch.Tensor:
-    """Deep SHAP of one image against all background rows, in one forward and one backward pass."""
-    b = background.shape[0]
-    with torch.enable_grad():
-        pairs = torch.cat([x_n.expand_as(background), background]).requires_grad_(True)
-        logits = model(pairs)[:, t]
-        (m,) = torch.autograd.grad(logits[:b].sum(), pairs)
-    contributions = m[:b] * (x_n - background)
-    _check_summation(contributions, (logits[:b] - logits[b:]).detach())
-    return contributions.mean(0)
+def _deep_one(model: nn.Module, x_n: torch.Tensor, t: int, background: torch.Tensor, rows: int) -> torch.Tensor:
+    """Deep SHAP of one image against all background rows, ``rows`` of them per forward and backward pass."""
+    total = torch.zeros_like(x_n)
+    for part in batch_slices(len(background), rows):
+        b, k = background[part], part.stop - part.start
+        with torch.enable_grad():
+            pairs = torch.cat([x_n.expand_as(b), b]).requires_grad_(True)
+            logits = model(pairs)[:, t]
+            (m,) = torch.autograd.grad(logits[:k].sum(), pairs)
+        contributions = m[:k] * (x_n - b)
+        _check_summation(contributions, (logits[:k] - logits[k:]).detach())
+        total += contributions.sum(0)
+    return total / len(background)
 
 
 # ----------------------------------------------------------------------------- local to global
