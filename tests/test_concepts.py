@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from xai_course import concepts, data, models
+from xai_course import concepts, data, layers, models
 
 
 class TwoLayers(nn.Module):
@@ -31,6 +32,63 @@ def test_a_cav_finds_the_direction_planted_in_the_activations():
     v = concepts.cav(model, concept, random, layer="hidden", seed=0)
     assert v.vector @ u > 0.9 and v.accuracy > 0.85 and v.layer == "hidden"
     assert torch.equal(v.vector, concepts.cav(model, concept, random, layer="hidden", seed=0).vector)  # same call
+
+
+def _optimality(z, y, w, b):
+    """The objective's gradient at (w, b) in all D + 1 coordinates: zero at the optimum."""
+    residual = 1 / (1 + np.exp(-(z @ w + b))) - y
+    return np.r_[z.T @ residual + w, residual.sum()]
+
+
+@pytest.mark.parametrize("n, d, shift", [(60, 128, 1.0), (40, 300, 0.5), (200, 5, 0.3)])
+def test_the_cav_fit_is_scikit_learns_logistic_regression(n, d, shift):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(n + d)
+    z, y = rng.random((n, d)) * 10, (np.arange(n) % 2).astype(float)  # ReLU-like: non-negative, not centred
+    z[y == 1] += shift * rng.random(d)  # a concept direction
+    w, b = concepts._logistic_regression(z, y)
+    assert np.linalg.norm(_optimality(z, y, w, b)) < 1e-9 * np.linalg.norm(z.T @ y)  # the slow, obvious reference
+    for solver, tolerance in (("newton-cholesky", 1e-9), ("lbfgs", 1e-4)):  # lbfgs stops about 1e-5 short
+        fitted = LogisticRegression(C=1.0, solver=solver, tol=1e-12, max_iter=100_000).fit(z, y)
+        w_sk, b_sk = fitted.coef_[0], fitted.intercept_[0]
+        assert np.linalg.norm(w - w_sk) < tolerance * np.linalg.norm(w_sk)
+        assert abs(b - b_sk) < tolerance * (1 + abs(b_sk))
+        assert w @ w_sk / np.linalg.norm(w) / np.linalg.norm(w_sk) > 1 - 1e-9
+
+
+def test_the_cav_fit_on_the_chapters_activations_is_scikit_learns():
+    from sklearn.linear_model import LogisticRegression
+
+    model, pool = models.load("shapes_cnn"), data.shapes(90, "test", seed=7)
+    tagged, _ = data.add_tag(pool.images[:30])
+    y = np.r_[np.ones(30), np.zeros(30)]
+    # 128 and 4096 activations of 60 examples; newton-cholesky would build a 4096 x 4096 Hessian (half a minute),
+    # lbfgs stops about 1e-5 short of the optimum
+    for layer, solver, tolerance in (("classifier.1", "newton-cholesky", 1e-9), ("features", "lbfgs", 1e-4)):
+        z = torch.cat([layers.features(model, tagged, layer), layers.features(model, pool.images[30:60], layer)])
+        z = z.flatten(1).double().numpy()
+        w, b = concepts._logistic_regression(z, y)
+        assert np.linalg.norm(_optimality(z, y, w, b)) < 1e-9 * np.linalg.norm(z.T @ y)
+        w_sk = LogisticRegression(C=1.0, solver=solver, tol=1e-12, max_iter=100_000).fit(z, y).coef_[0]
+        assert np.linalg.norm(w - w_sk) < tolerance * np.linalg.norm(w_sk)
+        assert w @ w_sk / np.linalg.norm(w) / np.linalg.norm(w_sk) > 1 - 1e-9
+
+
+def test_a_cav_needs_activations_that_differ():
+    model = TwoLayers()
+    with torch.no_grad():
+        model.body.weight.zero_(), model.body.bias.fill_(-1.0)  # every activation at "hidden" is 0
+    x = torch.randn(10, 6)
+    with pytest.raises(ValueError, match="layer: the concept's and the random examples' activations at 'hidden'"):
+        concepts.cav(model, x + 1, x, layer="hidden")
+
+
+def test_another_seed_draws_another_split():
+    model = TwoLayers()
+    concept, random = torch.randn(20, 6) + 1, torch.randn(20, 6)
+    v0, v1 = (concepts.cav(model, concept, random, layer="hidden", seed=s) for s in (0, 1))
+    assert not torch.equal(v0.vector, v1.vector) and torch.cosine_similarity(v0.vector, v1.vector, dim=0) > 0.5
 
 
 def test_sensitivities_are_directional_derivatives():

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import special
 from torch import nn
 
 from . import layers
@@ -46,10 +47,40 @@ def _examples(model, examples, name: str) -> torch.Tensor:
     return examples
 
 
+def _logistic_regression(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """(w, b) minimizing |w|^2 / 2 + sum_i [log(1 + e^t_i) - y_i t_i], t = z w + b, for labels y in {0, 1}:
+    logistic regression with an L2 penalty on w (scikit-learn's default, C = 1), the intercept b unpenalized.
+
+    The loss's gradient in w is a combination of the rows of z, so the optimum's w lies in their span
+    (the representer theorem). The fit runs in the coordinates u of that span (z^T = Q R, w = Q u, z w = R^T u:
+    min(N, D) unknowns) by Newton's method (iteratively reweighted least squares) with step halving (Boyd &
+    Vandenberghe 2004, section 9.5): about ten small linear solves, where a gradient method in all D
+    dimensions took hundreds of steps. In NumPy, whose BLAS keeps such small problems on one thread (PyTorch's
+    threads stall on them when the CPU is busy). Chapter 10.
+    """
+    q, r = np.linalg.qr(z.T)
+    phi = np.hstack([r.T, np.ones((len(z), 1))])  # (N, min(N, D) + 1): the coordinates u, then b
+    penalty = np.r_[np.ones(r.shape[0]), 0.0]
+    objective = lambda theta: np.logaddexp(0, (1 - 2 * y) * (phi @ theta)).sum() + penalty @ theta**2 / 2
+    theta = np.zeros(phi.shape[1])
+    for _ in range(100):  # about 10 steps on the chapter's activations
+        p = special.expit(phi @ theta)
+        gradient = phi.T @ (p - y) + penalty * theta
+        hessian = phi.T @ (phi * (p * (1 - p))[:, None]) + np.diag(penalty)
+        step = np.linalg.solve(hessian, gradient)
+        decrement = gradient @ step  # twice the decrease the quadratic model predicts
+        if decrement <= 1e-10 * objective(theta):  # close enough for Newton's quadratic convergence: a last step
+            theta = theta - step
+            return q @ theta[:-1], float(theta[-1])
+        t = 1.0
+        while objective(theta - t * step) > objective(theta) - t * decrement / 4 and t > 1e-10:
+            t /= 2
+        theta = theta - t * step
+    raise RuntimeError("the logistic regression of the CAV did not converge in 100 Newton steps")
+
+
 def _fit(a_concept: torch.Tensor, a_random: torch.Tensor, layer: str, seed: int) -> CAV:
     """The CAV separating two sets of activations (flattened): logistic regression on a random half of each."""
-    from sklearn.linear_model import LogisticRegression  # here: it would slow ``import xai_course``
-
     a = torch.cat([a_concept, a_random]).flatten(1).double().numpy()
     y = np.r_[np.ones(len(a_concept)), np.zeros(len(a_random))]
     rng = np.random.default_rng(seed)
@@ -57,17 +88,20 @@ def _fit(a_concept: torch.Tensor, a_random: torch.Tensor, layer: str, seed: int)
     for label in (0, 1):
         members = rng.permutation(np.flatnonzero(y == label))
         train[members[: (len(members) + 1) // 2]] = True
-    classifier = LogisticRegression(max_iter=1000).fit(a[train], y[train])
-    normal = torch.from_numpy(classifier.coef_[0]).to(a_concept.dtype)
-    return CAV(normal / normal.norm(), layer, float(classifier.score(a[~train], y[~train])))
+    w, b = _logistic_regression(a[train], y[train])
+    if not w.any():
+        raise ValueError(f"layer: the concept's and the random examples' activations at {layer!r} are the same")
+    accuracy = np.mean((a[~train] @ w + b > 0) == y[~train])
+    return CAV(torch.from_numpy(w / np.linalg.norm(w)).to(a_concept.dtype), layer, float(accuracy))
 
 
 @contract
 def cav(model: nn.Module, x: torch.Tensor, random: torch.Tensor, *, layer: str, seed: int = 0) -> CAV:
     """The CAV of the concept whose examples are ``x``, against the ``random`` examples, at ``layer``.
 
-    A logistic regression (L2, scikit-learn's defaults) on the flattened activations of a random half of
-    each set; the other half measures the accuracy. Same ``seed``, same CAV. Chapter 10.
+    Kim et al. allow any linear classifier; this one is a logistic regression with an L2 penalty (C = 1) on
+    the flattened activations of a random half of each set; the other half measures the accuracy. Same
+    ``seed``, same CAV. Chapter 10.
     """
     concept, random = _examples(model, x, "x"), _examples(model, random, "random")
     a_concept, a_random = layers.features(model, concept, layer), layers.features(model, random, layer)
