@@ -55,3 +55,17 @@ def assert_unchanged(before: dict, model: nn.Module) -> None:
     for key in ("training", "inplace", "requires_grad", "hooks", "modules"):
         assert before[key] == after[key], key
     assert all(a is b for a, b in zip(before["grads"], after["grads"]))
+
+
+class UnrolledBlock(nn.Module):
+    """A ResNet BasicBlock with one ReLU module per use and an out-of-place residual sum: the same function, in the
+    form Captum's DeepLIFT needs (tests/test_shap.py, tests/test_photos_224.py)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block, self.relu1, self.relu2 = block, nn.ReLU(), nn.ReLU()
+
+    def forward(self, x):
+        b = self.block
+        shortcut = x if b.downsample is None else b.downsample(x)
+        return self.relu2(b.bn2(b.conv2(self.relu1(b.bn1(b.conv1(x))))) + shortcut)

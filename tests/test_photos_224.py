@@ -19,7 +19,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import assert_unchanged, state_of
+from conftest import UnrolledBlock, assert_unchanged, state_of
 from torch import nn
 from torch.nn import functional as F
 
@@ -64,19 +64,6 @@ def logit_difference(model: nn.Module, x, background, target: int) -> torch.Tens
 
 
 # ----------------------------------------------------------------------------- Deep SHAP
-
-
-class UnrolledBlock(nn.Module):
-    """A torchvision BasicBlock with one ReLU module per use and an out-of-place residual sum: the same function."""
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block, self.relu1, self.relu2 = block, nn.ReLU(), nn.ReLU()
-
-    def forward(self, x):
-        b = self.block
-        shortcut = x if b.downsample is None else b.downsample(x)
-        return self.relu2(b.bn2(b.conv2(self.relu1(b.bn1(b.conv1(x))))) + shortcut)
 
 
 class UnrolledResNet(nn.Module):

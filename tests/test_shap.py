@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_unchanged, state_of
+from conftest import UnrolledBlock, assert_unchanged, state_of
 from sklearn.tree import DecisionTreeRegressor
 from torch import nn
 
@@ -385,19 +385,6 @@ def test_deep_on_time_series_with_max_pool_1d():
         warnings.simplefilter("ignore")  # Captum announces its hooks
         expected = captum.DeepLiftShap(separated(model)).attribute(x, baselines=background, target=target)
     assert (phi - expected).abs().max() < 1e-4
-
-
-class UnrolledBlock(nn.Module):
-    """A BasicBlock with one ReLU module per use and an out-of-place residual sum."""
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block, self.relu1, self.relu2 = block, nn.ReLU(), nn.ReLU()
-
-    def forward(self, x):
-        b = self.block
-        identity = x if b.downsample is None else b.downsample(x)
-        return self.relu2(b.bn2(b.conv2(self.relu1(b.bn1(b.conv1(x))))) + identity)
 
 
 class UnrolledResNet(nn.Module):
